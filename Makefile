@@ -1,0 +1,56 @@
+# The README's two commands are `make figures` and `make test`; each sets up .venv itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision are pinned to a pair that resolves together; override for other platforms,
+# e.g. `make TORCH_SPEC="torch==2.9.1 torchvision==0.24.1" test` on aarch64.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PROFILE ?= quick
+NOTEBOOK ?=
+EXECUTOR ?= local
+# Nothing at run time may use the network: hub look-ups are answered from the local cache only.
+export HF_HUB_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup figures test test-slow test-notebooks lint format bench kernel clean-cache
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+## The main job: run every notebook with papermill (PROFILE=smoke|quick|paper, NOTEBOOK=02 for one).
+figures: setup
+	$(PY) -m adtr_core.pipeline --profile $(PROFILE) --executor $(EXECUTOR) $(if $(NOTEBOOK),--notebook $(NOTEBOOK))
+
+## Lint and the default test suite (CPU, a few minutes).
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q
+
+## Slow checks (longer training runs, the full notebook profile).
+test-slow: setup
+	$(VENV)/bin/pytest -q -m slow
+
+## Benchmarks: prints one table of speed and memory figures.
+bench: setup
+	$(PY) benchmarks/run.py
+
+## Register the package's Jupyter kernel ("adtr") for JupyterLab.
+kernel: setup
+	$(PY) -m ipykernel install --user --name adtr --display-name "Python (adtr)"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean-cache:
+	rm -rf .cache/adtr

@@ -1,0 +1,1 @@
+"""Plotting functions used by the notebooks (one module per topic)."""
