@@ -1,0 +1,66 @@
+"""Project-level checks: dependency lists agree, profiles load, atomic writes."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from adtr_core import io, paths
+from adtr_core.profiles import PROFILES, profile_params, profile_sections
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_lists_the_pyproject_dependencies():
+    root = paths.repo_root()
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    pip_lists = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_lists) == 1, "environment.yml needs exactly one pip: section"
+    assert sorted(pip_lists[0]) == sorted(wanted), "environment.yml and pyproject.toml disagree"
+    assert {_name(r) for r in pip_lists[0]} == {_name(r) for r in wanted}
+
+
+def test_makefile_pins_the_torch_pair_that_pyproject_allows():
+    makefile = (paths.repo_root() / "Makefile").read_text()
+    pinned = dict(re.findall(r"(torch|torchvision)==([\d.]+)", makefile))
+    project = tomllib.loads((paths.repo_root() / "pyproject.toml").read_text())["project"]
+    caps = dict(
+        m
+        for d in project["dependencies"]
+        for m in re.findall(r"^(torch|torchvision)>=[\d.]+,<=([\d.]+)$", d)
+    )
+    assert pinned == caps
+
+
+def test_profiles_share_their_sections():
+    sections = [set(profile_sections(p)) for p in PROFILES]
+    assert sections[0] == sections[1] == sections[2]
+    assert "train" in sections[0]
+
+
+def test_unknown_profile_and_section_are_refused():
+    with pytest.raises(ValueError, match="unknown profile"):
+        profile_params("fast", "train")
+    with pytest.raises(ValueError, match="no section"):
+        profile_params("smoke", "99_missing")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.json"
+    io.write_json(target, {"a": 1})
+
+    def broken_writer(path):
+        path.write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        io.atomic_write(target, broken_writer)
+    assert io.read_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
