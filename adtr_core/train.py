@@ -1,0 +1,533 @@
+"""One model-agnostic trainer, used unchanged by every reconstructor in the package.
+
+Like minGPT's ``trainer.py`` there is nothing model-specific here: ADTR, the CNN baseline,
+the pixel-reconstruction variant and the toy FC / attention layers of Sec. 3.2 all train
+through :class:`Trainer`. What differs between them is the ``loss_fn(model, batch)``
+callable (eqs. 1, 6-9 live in ``losses``) and the data.
+
+Defaults follow the paper's MVTec AD protocol (METHOD §4): AdamW, lr 1e-4, weight decay
+1e-4, batch 16, 500 epochs, lr x0.1 at epoch 400.
+
+Reproducibility and resume: at the start of epoch ``e`` every random number generator
+(python, numpy, torch, and the DataLoader's shuffle generator) is reseeded from
+``(seed, e)``. The random state of an epoch therefore depends on nothing but the seed and
+the epoch number, and a run resumed from a checkpoint ends with the same weights as an
+uninterrupted one.
+
+Checkpoints hold only plain types (dicts, lists, tensors, numbers, strings) and are read
+with ``torch.load(weights_only=True)``: a checkpoint file cannot run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pickle
+import random
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from adtr_core.io import atomic_path
+
+CHECKPOINT_FORMAT = "adtr-checkpoint"
+CHECKPOINT_VERSION = 1
+
+# Config fields that may change between a run and its resumption without a warning.
+_RESUMABLE_FIELDS = frozenset(
+    {"epochs", "device", "progress", "num_workers", "eval_every", "checkpoint_every", "compile"}
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read, is unsafe, or does not match the model."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. Defaults: the paper's MVTec AD protocol (METHOD §4)."""
+
+    epochs: int = 500
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
+    lr_milestones: tuple[int, ...] = (400,)  # epochs at which the lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    grad_clip: float | None = 0.1  # max gradient norm; None disables clipping
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # also bf16 autocast on CPU (off: CPU bf16 is slow on most machines)
+    eval_every: int = 0  # epochs between eval_fn calls; 0 = only at the end
+    checkpoint_every: int = 1  # epochs between checkpoints; 0 = only at the end
+    shuffle: bool = True
+    drop_last: bool = False
+    num_workers: int = 0
+    progress: bool = True  # tqdm bar over epochs, the epoch loss in the postfix
+    log_every_steps: int = 0  # print the step loss every N steps (a host sync); 0 = never
+    compile: bool = False  # wrap the model in torch.compile for the training steps
+
+    def __post_init__(self) -> None:
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        if self.epochs < 0:
+            raise ValueError(f"TrainConfig.epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(
+                f"TrainConfig.grad_clip must be > 0 or None (no clipping), got {self.grad_clip}"
+            )
+        for name in ("eval_every", "checkpoint_every", "num_workers", "log_every_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain types (tuples become lists), e.g. for a checkpoint's ``extra``."""
+        out = dataclasses.asdict(self)
+        out["lr_milestones"] = list(self.lr_milestones)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and seeds
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a torch device.
+
+    ``"auto"`` picks the first GPU when CUDA is available, else the CPU.
+
+    Raises:
+        RuntimeError: CUDA was requested but is not available, or the GPU index is out of range.
+        ValueError: the name is not a device.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but no GPU: use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise RuntimeError(
+                f"device {name!r} requested but only {count} GPU(s) are visible: "
+                f"use cuda:0..cuda:{count - 1} or --device cpu"
+            )
+    elif device.type != "cpu":
+        raise ValueError(f"unsupported device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy and torch (all devices)."""
+    seed = int(seed) % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch`` (0-based) of a run seeded with ``seed``: a 32-bit integer."""
+    return int(np.random.SeedSequence([int(seed) % 2**32, int(epoch)]).generate_state(1)[0])
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader workers get a torch seed from the loader's generator; derive the others from it.
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in ``batch`` (recursively through dicts, lists, tuples) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: move_to_device(v, device) for k, v in batch.items()})
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def _as_dataset(train_data: Dataset | Sequence[torch.Tensor]) -> Dataset:
+    if isinstance(train_data, (tuple, list)):
+        if not train_data or not all(isinstance(t, torch.Tensor) for t in train_data):
+            raise TypeError(
+                "train_data given as a tuple/list must hold tensors with the same first "
+                "dimension; otherwise pass a torch Dataset"
+            )
+        return TensorDataset(*train_data)
+    if not hasattr(train_data, "__getitem__") or not hasattr(train_data, "__len__"):
+        raise TypeError(
+            f"train_data must be a torch Dataset or a tuple of tensors, got {type(train_data)}"
+        )
+    return train_data
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _to_plain(obj: Any) -> Any:
+    """Recursively turn Counter / OrderedDict / numpy scalars into plain python types."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, Mapping):  # Counter, OrderedDict, ... -> dict
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_to_plain(v) for v in obj)
+    if isinstance(obj, list):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    history: list[dict],
+    extra: dict | None = None,
+) -> Path:
+    """Write a training checkpoint atomically.
+
+    Args:
+        path: the checkpoint file.
+        model: its ``state_dict`` is saved.
+        optimizer: its ``state_dict`` is saved.
+        scheduler: an lr scheduler (or None); its ``state_dict`` is saved.
+        epoch: number of epochs completed.
+        history: the history rows so far (plain dicts).
+        extra: anything else in plain types, e.g. ``{"config": config.to_dict()}``.
+
+    Returns:
+        The checkpoint path.
+    """
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": int(epoch),
+        "model": model.state_dict(),
+        "optimizer": _to_plain(optimizer.state_dict()),
+        "scheduler": _to_plain(scheduler.state_dict()) if scheduler is not None else None,
+        "history": _to_plain(list(history)),
+        "extra": _to_plain(dict(extra or {})),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, never executing code from it.
+
+    The file is read with ``torch.load(weights_only=True)``: objects other than tensors and
+    plain python types are refused.
+
+    Returns:
+        dict with keys ``epoch``, ``model``, ``optimizer``, ``scheduler``, ``history``, ``extra``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file is unsafe, corrupt, or not an adtr checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
+            f"python types, which could run code when unpickled (weights_only=True). Only load "
+            f"checkpoints written by adtr; delete the file or choose another --out.\n  {err}"
+        ) from err
+    except Exception as err:  # truncated zip, garbage bytes, ...
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(err).__name__}: {err}); the file is corrupt "
+            f"or not a checkpoint: delete it or choose another --out"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an adtr training checkpoint: delete it or choose another --out"
+        )
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {ckpt.get('version')}, this code reads version "
+            f"{CHECKPOINT_VERSION}: delete it or choose another --out"
+        )
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+EvalFn = Callable[[nn.Module], Mapping[str, float]]
+
+
+class Trainer:
+    """Train any ``nn.Module`` with AdamW + MultiStepLR on a dataset, with checkpoints.
+
+    Args:
+        model: the module to train (its trainable parameters are optimised).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``; ``batch`` is what the DataLoader
+            yields, already on the device (tensors moved inside dicts, tuples and lists).
+        train_data: a torch ``Dataset`` or a tuple of tensors (wrapped in a ``TensorDataset``;
+            the batch is then a list of tensors).
+        config: optimisation settings.
+        eval_fn: ``eval_fn(model) -> {name: float}``, called with the model in eval mode every
+            ``config.eval_every`` epochs and after the last one; its values join the history.
+        checkpoint_path: where to save checkpoints; when the file exists, training resumes
+            from it (and returns at once if it already holds ``config.epochs`` epochs).
+        optimizer_params: parameters or parameter groups for AdamW; default: every parameter
+            of ``model`` with ``requires_grad``.
+        checkpoint_extra: plain-typed dict stored in every checkpoint's ``extra`` (e.g. the
+            experiment's resolved config); the trainer adds ``extra["train_config"]``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        train_data: Dataset | Sequence[torch.Tensor],
+        config: TrainConfig | None = None,
+        eval_fn: EvalFn | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        optimizer_params: Iterable | None = None,
+        checkpoint_extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.device = resolve_device(self.config.device)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.eval_fn = eval_fn
+        self.dataset = _as_dataset(train_data)
+        if len(self.dataset) == 0:
+            raise ValueError("train_data is empty: there is nothing to train on")
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+
+        params = (
+            list(optimizer_params)
+            if optimizer_params is not None
+            else [p for p in model.parameters() if p.requires_grad]
+        )
+        if not params:
+            raise ValueError("the model has no trainable parameters (requires_grad=True)")
+        cfg = self.config
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
+        )
+        self._generator = torch.Generator()
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=self._generator,
+            worker_init_fn=_seed_worker if cfg.num_workers > 0 else None,
+        )
+        if len(self.loader) == 0:
+            raise ValueError(
+                f"no batches: {len(self.dataset)} samples with batch_size={cfg.batch_size} and "
+                f"drop_last=True; lower batch_size or set drop_last=False"
+            )
+        use_amp = cfg.amp and (self.device.type == "cuda" or cfg.cpu_amp)
+        self.autocast_dtype = torch.bfloat16 if use_amp else None
+        self._step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            self._resume(self.checkpoint_path)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        hint = "delete it or choose another --out"
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"checkpoint {path} does not match the model ({type(self.model).__name__}): "
+                f"it was written for another model or configuration; {hint}.\n  {err}"
+            ) from err
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scheduler") is not None:
+                state = dict(ckpt["scheduler"])
+                if isinstance(state.get("milestones"), dict):
+                    state["milestones"] = Counter(state["milestones"])
+                self.scheduler.load_state_dict(state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CheckpointError(
+                f"checkpoint {path}: the optimizer state does not match the trainable "
+                f"parameters; {hint}.\n  {err}"
+            ) from err
+        stored = (ckpt.get("extra") or {}).get("train_config") or {}
+        current = self.config.to_dict()
+        changed = sorted(
+            k
+            for k in current
+            if k in stored and k not in _RESUMABLE_FIELDS and stored[k] != current[k]
+        )
+        if changed:
+            diffs = ", ".join(f"{k}: {stored[k]!r} -> {current[k]!r}" for k in changed)
+            warnings.warn(
+                f"resuming from {path} with a changed config ({diffs}); the result will differ "
+                f"from an uninterrupted run",
+                stacklevel=3,
+            )
+        self.epoch = int(ckpt["epoch"])
+        self.history = list(ckpt.get("history") or [])
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Save a checkpoint of the current state to ``path`` (default: ``checkpoint_path``)."""
+        path = path if path is not None else self.checkpoint_path
+        if path is None:
+            raise ValueError("no checkpoint path: pass one to save() or to Trainer(...)")
+        return save_checkpoint(
+            path,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.epoch,
+            self.history,
+            extra={**self.checkpoint_extra, "train_config": self.config.to_dict()},
+        )
+
+    # -- training -------------------------------------------------------------------------------
+
+    def _evaluate(self) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            metrics = self.eval_fn(self.model)
+        finally:
+            self.model.train(was_training)
+        return {str(k): float(v) for k, v in dict(metrics).items()}
+
+    def _train_epoch(self) -> float:
+        cfg = self.config
+        s = epoch_seed(cfg.seed, self.epoch)
+        seed_everything(s)  # dropout & any randomness inside loss_fn
+        self._generator.manual_seed(s)  # shuffle order
+        self.model.train()
+        total = torch.zeros((), device=self.device)  # summed on device: no host sync per step
+        steps = 0
+        for batch in self.loader:
+            batch = move_to_device(batch, self.device)
+            with torch.autocast(
+                self.device.type,
+                dtype=self.autocast_dtype or torch.bfloat16,
+                enabled=self.autocast_dtype is not None,
+            ):
+                loss = self.loss_fn(self._step_model, batch)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise TypeError("loss_fn(model, batch) must return a scalar tensor")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip
+                )
+            self.optimizer.step()
+            total += loss.detach().float().reshape(())
+            steps += 1
+            if cfg.log_every_steps and steps % cfg.log_every_steps == 0:
+                from tqdm.auto import tqdm
+
+                tqdm.write(f"epoch {self.epoch + 1} step {steps}: loss {loss.item():.6g}")
+        return total.item() / steps
+
+    def fit(self) -> list[dict]:
+        """Train up to ``config.epochs`` epochs (continuing a resumed run).
+
+        Returns:
+            The history: one dict per epoch with ``epoch`` (1-based), ``loss`` (mean over the
+            epoch's steps), ``lr`` (used during the epoch), ``time_s``, plus eval metrics on the
+            epochs ``eval_fn`` ran.
+
+        Raises:
+            FloatingPointError: the epoch loss is not finite (training diverged).
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if self.epoch >= cfg.epochs:
+            return list(self.history)
+        bar = tqdm(
+            range(self.epoch, cfg.epochs),
+            initial=self.epoch,
+            total=cfg.epochs,
+            desc="train",
+            unit="epoch",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            for _ in bar:
+                start = time.perf_counter()
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                loss = self._train_epoch()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"epoch {self.epoch + 1}: the training loss is {loss}; lower the lr or "
+                        f"keep grad_clip on (the last good checkpoint is kept)"
+                    )
+                self.scheduler.step()
+                self.epoch += 1
+                row: dict[str, Any] = {
+                    "epoch": self.epoch,
+                    "loss": loss,
+                    "lr": lr,
+                    "time_s": time.perf_counter() - start,
+                }
+                last = self.epoch == cfg.epochs
+                if self.eval_fn is not None and (
+                    last or (cfg.eval_every and self.epoch % cfg.eval_every == 0)
+                ):
+                    row.update(self._evaluate())
+                self.history.append(row)
+                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2g}")
+                if self.checkpoint_path is not None and (
+                    last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)
+                ):
+                    self.save()
+        finally:
+            bar.close()
+        return list(self.history)
