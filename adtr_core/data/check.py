@@ -1,0 +1,207 @@
+"""``adtr data check``: inspect a dataset root in the MVTec AD layout and list its problems.
+
+Unlike the datasets, which stop at the first problem, :func:`check_root` walks every
+category and reports every problem it finds: missing or empty ``train/good``, missing
+``test/``, defective images without masks, masks without images, masks whose size
+differs from their image's, unreadable or corrupt images, non-binary masks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from adtr_core.data.base import IMAGE_EXTENSIONS, find_mask, list_images
+from adtr_core.data.mvtec import GOOD, MASK_SUFFIX, MVTEC_CATEGORIES, MVTEC_URL, list_categories
+
+_READ_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+
+
+@dataclass
+class CategoryReport:
+    """Counts for one category folder."""
+
+    name: str
+    n_train: int = 0
+    test_counts: dict[str, int] = field(default_factory=dict)  # defect -> test images
+    mask_counts: dict[str, int] = field(default_factory=dict)  # defect -> images with a mask
+    image_sizes: set[tuple[int, int]] = field(default_factory=set)  # distinct (width, height)
+
+    @property
+    def n_test(self) -> int:
+        return sum(self.test_counts.values())
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_root` found: per-category counts and every problem."""
+
+    root: Path
+    categories: dict[str, CategoryReport] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _readable(path: Path, report: CheckReport, deep: bool) -> tuple[int, int] | None:
+    """(width, height) of an image that decodes, or None after recording the problem."""
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            if deep:
+                im.load()
+            else:
+                im.verify()  # checks the file structure (PNG chunk CRCs) without decoding
+        return size
+    except _READ_ERRORS as exc:
+        report.problems.append(f"unreadable image {path}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _check_category(root: Path, name: str, report: CheckReport, deep: bool) -> None:
+    folder = root / name
+    cat = report.categories.setdefault(name, CategoryReport(name))
+    good = folder / "train" / GOOD
+    train = list_images(good)
+    cat.n_train = len(train)
+    if not good.is_dir():
+        report.problems.append(f"{name}: missing {good} (normal training images)")
+    elif not train:
+        report.problems.append(f"{name}: {good} holds no images")
+    for path in train:
+        size = _readable(path, report, deep)
+        if size is not None:
+            cat.image_sizes.add(size)
+
+    test = folder / "test"
+    if not test.is_dir():
+        report.problems.append(f"{name}: missing {test} (test/good and test/<defect> images)")
+        return
+    defect_dirs = sorted(p for p in test.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for defect_dir in defect_dirs:
+        defect = defect_dir.name
+        images = list_images(defect_dir)
+        cat.test_counts[defect] = len(images)
+        if not images:
+            report.warnings.append(f"{name}: {defect_dir} holds no images")
+        gt = folder / "ground_truth" / defect
+        n_masks = 0
+        for path in images:
+            size = _readable(path, report, deep)
+            if size is not None:
+                cat.image_sizes.add(size)
+            if defect == GOOD:
+                continue
+            mask = find_mask(gt, path.stem, MASK_SUFFIX)
+            if mask is None:
+                report.problems.append(
+                    f"{name}: defective image {path} has no mask "
+                    f"(expected {gt / (path.stem + MASK_SUFFIX + '.png')})"
+                )
+                continue
+            n_masks += 1
+            mask_size = _readable(mask, report, True)
+            if mask_size is None:
+                continue
+            if size is not None and mask_size != size:
+                report.problems.append(
+                    f"{name}: mask {mask} is {mask_size[0]}x{mask_size[1]} but its image {path} is "
+                    f"{size[0]}x{size[1]}"
+                )
+            with Image.open(mask) as m:
+                values = np.unique(np.asarray(m.convert("L")))
+            if not set(values.tolist()) <= {0, 1, 255}:
+                report.warnings.append(
+                    f"{name}: mask {mask} is not binary (values {values.min()}..{values.max()}); "
+                    "it is thresholded at 128"
+                )
+            if values.max(initial=0) == 0:
+                report.warnings.append(f"{name}: mask {mask} is empty (all zero)")
+        if defect != GOOD:
+            cat.mask_counts[defect] = n_masks
+    if not any(cat.test_counts.values()):
+        report.problems.append(f"{name}: {test} holds no images")
+
+    gt_root = folder / "ground_truth"
+    if gt_root.is_dir():  # masks whose image is missing
+        for gt in sorted(p for p in gt_root.iterdir() if p.is_dir()):
+            stems = {p.stem for p in list_images(test / gt.name)}
+            for mask in list_images(gt):
+                stem = (
+                    mask.stem[: -len(MASK_SUFFIX)] if mask.stem.endswith(MASK_SUFFIX) else mask.stem
+                )
+                if stem not in stems:
+                    report.warnings.append(f"{name}: mask {mask} has no image in {test / gt.name}")
+
+
+def check_root(
+    root: str | os.PathLike, category: str | None = None, deep: bool = False
+) -> CheckReport:
+    """Check a dataset root in the MVTec AD layout.
+
+    Args:
+        root: the folder holding the category folders.
+        category: check only this category (default: every category found).
+        deep: decode every image fully (slower; by default files are structure-checked,
+            which catches truncation and CRC errors in PNGs).
+
+    Returns:
+        a :class:`CheckReport`; ``report.ok`` is False when a problem was found.
+    """
+    root = Path(root).expanduser()
+    report = CheckReport(root=root)
+    if not root.is_dir():
+        report.problems.append(
+            f"root {root} does not exist or is not a folder. MVTec AD comes from {MVTEC_URL}; "
+            "extract it and pass --data-root DIR or set MVTEC_ROOT=DIR"
+        )
+        return report
+    found = list_categories(root)
+    if category is not None:
+        if category not in found:
+            report.problems.append(
+                f"unknown category {category!r}: categories found under {root}: {found or 'none'}; "
+                f"the official MVTec AD categories are: {', '.join(MVTEC_CATEGORIES)}"
+            )
+            return report
+        found = [category]
+    if not found:
+        report.problems.append(
+            f"no category folders under {root} (expected <category>/train/good/ and "
+            f"<category>/test/; image types: {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    for name in found:
+        _check_category(root, name, report, deep)
+    return report
+
+
+def format_report(report: CheckReport) -> str:
+    """A plain-text summary: one line per category and defect, then problems and warnings."""
+    lines = [f"dataset root: {report.root}"]
+    for cat in report.categories.values():
+        sizes = ", ".join(f"{w}x{h}" for w, h in sorted(cat.image_sizes)) or "-"
+        lines.append(f"{cat.name}: {cat.n_train} train, {cat.n_test} test; image sizes {sizes}")
+        for defect, n in cat.test_counts.items():
+            masks = "" if defect == GOOD else f", {cat.mask_counts.get(defect, 0)} masks"
+            lines.append(f"  test/{defect}: {n} images{masks}")
+    if report.problems:
+        lines.append(f"{len(report.problems)} problem(s):")
+        lines += [f"  - {p}" for p in report.problems]
+    if report.warnings:
+        lines.append(f"{len(report.warnings)} warning(s):")
+        lines += [f"  - {w}" for w in report.warnings]
+    lines.append("OK" if report.ok else "NOT OK: fix the problems above")
+    return "\n".join(lines)
