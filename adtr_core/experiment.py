@@ -90,6 +90,9 @@ class ExperimentConfig:
     alpha: float = 0.003
     topk: int = 20
     init_from: str | None = None  # results folder or checkpoint of the normal-only model
+    # Our choice (the paper is silent): start the output projection's bias at the mean
+    # training feature, so training does not spend its first steps learning the mean.
+    init_output_bias: bool = True
     # --- scoring ---
     score_mode: str | None = None  # None: max_avgpool (MVTec-style) or mean (one-class data)
     pool_size: int = 16
@@ -350,9 +353,20 @@ def evaluate_features(model: nn.Module, test: FeatureSet, scoring: ScoringConfig
     return metrics, table, (maps.numpy().astype(np.float16) if masks is not None else None)
 
 
-def _init_from(model: nn.Module, source: str | None, device: torch.device) -> None:
-    if source is None:
+def init_output_bias(model: nn.Module, features: torch.Tensor) -> None:
+    """Set the bias of ``model.output_proj`` to the mean training feature (per channel).
+
+    Args:
+        features: (N, C, h, w) training features.
+    """
+    proj = getattr(model, "output_proj", None)
+    if proj is None or getattr(proj, "bias", None) is None:
         return
+    with torch.no_grad():
+        proj.bias.copy_(features.mean(dim=(0, 2, 3)).to(proj.bias))  # (C,)
+
+
+def _init_from(model: nn.Module, source: str, device: torch.device) -> None:
     state = load_checkpoint(_checkpoint_file(source), map_location=device)
     model.load_state_dict(state["model"])
 
@@ -395,7 +409,10 @@ def run_experiment(
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, backbone.channels, backbone.grid).to(device)
-    _init_from(model, cfg.init_from, device)
+    if cfg.init_from is not None:
+        _init_from(model, cfg.init_from, device)
+    elif cfg.init_output_bias:
+        init_output_bias(model, train_f.features)
     scoring = scoring_config(cfg)
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
@@ -553,3 +570,54 @@ def predict_images(
     with atomic_path(out / "scores.csv") as tmp:
         table.to_csv(tmp, index=False)
     return table
+
+
+def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | None, str]:
+    """Turn ``"auto"`` into a concrete data source, saying what was chosen and why.
+
+    Args:
+        source: ``"auto"`` or a concrete source (``demo``, ``mvtec``, ``cifar10``, ``digits``...).
+        kind: ``"anomaly"`` (MVTec AD, else the demo textures) or ``"one_class"`` (CIFAR-10,
+            else the digits).
+
+    Returns:
+        ``(source, root, note)``: the source, its root (None for embedded data) and one
+        sentence for captions and logs.
+    """
+    if source != "auto":
+        root = {"mvtec": paths.mvtec_root(), "cifar10": paths.cifar_root()}.get(source)
+        return source, (str(root) if root else None), f"data: {source}"
+    if kind == "anomaly":
+        if paths.mvtec_root() is not None:
+            return "mvtec", str(paths.mvtec_root()), f"data: MVTec AD at {paths.mvtec_root()}"
+        return (
+            "demo",
+            None,
+            ("data: the embedded demo textures (MVTec AD is not configured: set MVTEC_ROOT)"),
+        )
+    if kind == "one_class":
+        if paths.cifar_root() is not None:
+            return "cifar10", str(paths.cifar_root()), f"data: CIFAR-10 at {paths.cifar_root()}"
+        return (
+            "digits",
+            None,
+            ("data: scikit-learn's digits (CIFAR-10 is not configured: set CIFAR_ROOT)"),
+        )
+    raise ValueError(f"unknown data kind {kind!r}: choose anomaly or one_class")
+
+
+def list_categories(source: str, root: str | None = None) -> list[str]:
+    """The categories (or normal classes) of a data source, in a stable order."""
+    if source == "demo":
+        from adtr_core.data.demo import DEMO_CATEGORIES
+
+        return list(DEMO_CATEGORIES)
+    if source in ONE_CLASS_SOURCES:
+        return [str(c) for c in range(10)]
+    if root is None:
+        raise ValueError(f"data source {source!r} needs a root folder (--data-root)")
+    from adtr_core.data.mvtec import MVTEC_CATEGORIES
+
+    present = sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir())
+    official = [c for c in MVTEC_CATEGORIES if c in present]
+    return official + [c for c in present if c not in official]
