@@ -1,0 +1,427 @@
+"""Result tables: per-category detection and localization metrics (the paper's Tables 1-2).
+
+This module turns finished runs (:class:`adtr_core.experiment.RunResult`) into the tables
+the notebooks save, and holds the paper's reported numbers so that they can be printed
+*beside* ours, never mixed with them:
+
+* :data:`PAPER_NUMBERS`: the means the paper reports (METHOD.md §5), in percent, transcribed
+  by hand. They are MVTec AD (and CIFAR-10) numbers: :func:`paper_row` returns them only
+  when the data is MVTec AD (or CIFAR-10); on any other data the paper has no numbers.
+* :func:`category_configs` / :func:`plus_configs`: the ADTR runs of every category and the
+  ADTR+ runs started from them (``loss="px"`` on confetti anomalies, ``init_from`` = the ADTR
+  results folder), built the same way by every notebook so that equal settings give equal
+  configs, hence shared results folders.
+* :func:`mean_image_baseline_metrics`: the trivial baseline (per-pixel distance to the mean
+  training image), evaluated with the same metrics; reported next to ADTR's to show how much
+  of a data set a model-free score already solves.
+* :func:`metric_table`, :func:`add_paper_row`, :func:`long_form`, :func:`plot_metric_table`:
+  per-category tables in percent with a ``mean`` row, and a heat-map figure of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from adtr_core.experiment import ExperimentConfig, RunResult, open_split
+from adtr_core.metrics import compute_metrics
+
+PAPER_LABEL = "paper (reported)"
+"""Index label of the row holding the paper's reported means."""
+
+METRIC_LABELS = {
+    "image_auroc": "image AUROC",
+    "pixel_auroc": "pixel AUROC",
+    "pixel_aupro": "AU-PRO",
+}
+"""Display names of the metric keys of :func:`adtr_core.metrics.compute_metrics`."""
+
+PAPER_NUMBERS: dict[str, dict[str, dict[str, float]]] = {
+    # The paper's reported MEANS in percent (METHOD.md §5, Tables 1-3 of the paper), per data
+    # set, per method, per metric. The paper reports no AU-PRO; its per-category rows are not
+    # transcribed here.
+    "mvtec": {
+        "ADTR": {"image_auroc": 96.4, "pixel_auroc": 97.2},
+        "ADTR+": {"image_auroc": 96.9, "pixel_auroc": 97.5},
+        "best baseline (TS / SPADE)": {"image_auroc": 92.5, "pixel_auroc": 96.0},
+    },
+    "cifar10": {
+        "ADTR": {"image_auroc": 94.7},
+        "ADTR+": {"image_auroc": 96.1},
+        "best baseline (KDAD)": {"image_auroc": 87.2},
+    },
+}
+
+PAPER_ABLATION_PIXEL_AUROC: dict[str, float] = {
+    # The paper's Table 4 (MVTec AD pixel AUROC, percent), as reported.
+    "CNN reconstruction": 94.4,
+    "transformer without attention": 94.8,
+    "transformer without query embedding": 94.2,
+    "ADTR (attention + query embedding)": 97.2,
+    "reconstruct pixels instead of features": 91.3,
+    "backbone ResNet-18": 95.3,
+    "backbone ResNet-34": 95.7,
+    "backbone EffNet-B0": 96.4,
+    "backbone EffNet-B4": 97.2,
+    "last layer only": 96.0,
+    "multi-scale": 97.2,
+}
+
+_DATA_NAMES = {"mvtec": "MVTec AD", "cifar10": "CIFAR-10"}
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def category_configs(
+    categories: Sequence[str], data: str = "demo", data_root: str | None = None, **settings: Any
+) -> list[ExperimentConfig]:
+    """One normal-only ADTR config per category, all with the same settings.
+
+    Args:
+        categories: the categories to run, in table order.
+        data: the data source (``demo``, ``mvtec``, ``folder``...).
+        data_root: its root folder (None: embedded data or the configured root).
+        **settings: :class:`ExperimentConfig` overrides (image_size, epochs, hidden_dim...).
+
+    Raises:
+        ValueError: ``categories`` is empty, or a setting is not an ExperimentConfig field.
+    """
+    if not categories:
+        raise ValueError("no categories to run: pass at least one category (or None for all)")
+    return [
+        ExperimentConfig.from_dict(
+            {**settings, "data": data, "data_root": data_root, "category": c}
+        )
+        for c in categories
+    ]
+
+
+def plus_configs(base: Sequence[RunResult], **overrides: Any) -> list[ExperimentConfig]:
+    """ADTR+ configs: each normal-only run continued with L_px on confetti anomalies.
+
+    Args:
+        base: finished normal-only runs; each ADTR+ run starts from its ``out_dir``.
+        **overrides: further changes, typically ``epochs`` (the paper: 300 more epochs)
+            and ``lr_milestones``.
+
+    Returns:
+        One config per base run: its config with ``loss="px"``, ``anomalies="confetti"``,
+        ``init_from`` = the base run's results folder, and ``overrides`` applied.
+    """
+    configs = []
+    for run in base:
+        if run.config.loss != "norm":
+            raise ValueError(
+                f"ADTR+ starts from a normal-only run, but {run.out_dir} used loss="
+                f"{run.config.loss!r}; pass the results of the loss='norm' sweep"
+            )
+        values = {
+            **run.config.to_dict(),
+            "loss": "px",
+            "anomalies": "confetti",
+            "init_from": str(run.out_dir),
+            **overrides,
+        }
+        configs.append(ExperimentConfig.from_dict(values))
+    return configs
+
+
+# --------------------------------------------------------------------------- trivial baseline
+
+
+def mean_image_baseline_metrics(cfg: ExperimentConfig) -> dict[str, float]:
+    """Metrics of the trivial baseline on the test set of ``cfg``'s category.
+
+    The baseline (:class:`adtr_core.baselines.MeanImageBaseline`) scores each pixel by its
+    distance to the mean training image; image scores use the same reduction as ADTR's
+    (``cfg.score_mode``, ``cfg.pool_size``).
+
+    Returns:
+        ``image_auroc``, ``pixel_auroc``, ``pixel_aupro`` (NaN without masks) and ``category``.
+    """
+    from adtr_core.baselines import MeanImageBaseline
+    from adtr_core.experiment import resolve_category
+    from adtr_core.scoring import image_scores
+
+    train, test = open_split(cfg, "train"), open_split(cfg, "test")
+    baseline = MeanImageBaseline()
+    baseline.fit(torch.stack([train[i]["image"] for i in range(len(train))]))  # (N, 3, S, S)
+    items = [test[i] for i in range(len(test))]
+    images = torch.stack([it["image"] for it in items])  # (M, 3, S, S)
+    maps = torch.as_tensor(baseline.score_maps(images)).float()  # (M, S, S)
+    scores = image_scores(maps, cfg.score_mode, cfg.pool_size)  # (M,)
+    labels = np.array([int(it["label"]) for it in items])
+    masks = torch.stack([it["mask"][0] for it in items]).numpy() if test.has_masks else None
+    metrics = compute_metrics(
+        labels, scores.numpy(), masks=masks, maps=maps.numpy() if masks is not None else None
+    )
+    metrics["category"] = resolve_category(cfg)
+    return metrics
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def metrics_by_category(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
+    """``{category: metrics}`` of a list of runs (one per category)."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in results:
+        category = str(run.metrics.get("category", run.config.category))
+        if category in out:
+            raise ValueError(f"two runs for category {category!r}: pass one run per category")
+        out[category] = dict(run.metrics)
+    return out
+
+
+def column_name(method: str, metric: str, several_metrics: bool) -> str:
+    """Column label: the method alone, or ``"<method> <metric label>"``."""
+    return f"{method} {METRIC_LABELS.get(metric, metric)}" if several_metrics else method
+
+
+def metric_table(
+    methods: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    metrics: Sequence[str] = ("image_auroc",),
+    percent: bool = True,
+) -> pd.DataFrame:
+    """Per-category table of one or more metrics for several methods, with a ``mean`` row.
+
+    Args:
+        methods: ``{method: {category: metrics dict}}``, e.g. ``{"ADTR": ..., "ADTR+": ...}``.
+            Categories are listed in the order they first appear.
+        metrics: metric keys; with one metric the columns are the method names, with several
+            they are ``"<method> <metric label>"`` grouped by metric.
+        percent: multiply by 100 (the paper's unit).
+
+    Returns:
+        DataFrame indexed by category plus ``"mean"`` (NaN-aware mean over categories).
+    """
+    if not methods:
+        raise ValueError("no methods to tabulate: pass {method: {category: metrics}}")
+    categories: list[str] = []
+    for per_cat in methods.values():
+        categories += [c for c in per_cat if c not in categories]
+    if "mean" in categories or PAPER_LABEL in categories:
+        raise ValueError('"mean" and the paper label are reserved row names; rename the category')
+    scale = 100.0 if percent else 1.0
+    several = len(metrics) > 1
+    columns = {}
+    for metric in metrics:
+        for method, per_cat in methods.items():
+            values = []
+            for c in categories:
+                v = per_cat.get(c, {}).get(metric, math.nan)
+                values.append(scale * float(v) if v is not None else math.nan)
+            columns[column_name(method, metric, several)] = values
+    table = pd.DataFrame(columns, index=pd.Index(categories, name="category"))
+    table.loc["mean"] = table.mean(axis=0, skipna=True)
+    return table
+
+
+def paper_numbers_for(data: str) -> dict[str, dict[str, float]] | None:
+    """The paper's reported means for a data source, or None when the paper has none."""
+    return PAPER_NUMBERS.get(data)
+
+
+def add_paper_row(
+    table: pd.DataFrame,
+    data: str,
+    metrics: Sequence[str] = ("image_auroc",),
+) -> pd.DataFrame:
+    """Append the row ``"paper (reported)"`` with the paper's means, when the data has them.
+
+    The row is added only for MVTec AD (and CIFAR-10) data, the sets the paper reports on;
+    otherwise the table is returned unchanged (the paper has no numbers for it). Columns the
+    paper does not report (the trivial baseline, AU-PRO) stay NaN. The table must be in
+    percent, as returned by :func:`metric_table` with ``percent=True``.
+    """
+    reported = paper_numbers_for(data)
+    if reported is None:
+        return table
+    several = len(metrics) > 1
+    row = pd.Series(math.nan, index=table.columns, dtype=float)
+    for method, values in reported.items():
+        for metric in metrics:
+            col = column_name(method, metric, several)
+            if col in row.index and metric in values:
+                row[col] = values[metric]
+    out = table.copy()
+    out.loc[PAPER_LABEL] = row
+    return out
+
+
+def paper_note(data: str) -> str:
+    """One sentence saying whether the paper's numbers apply to ``data``."""
+    reported = paper_numbers_for(data)
+    if reported is None:
+        return (
+            f"The paper reports no numbers for this data ({data}): its numbers are MVTec AD "
+            "and CIFAR-10 means, so no paper row is shown."
+        )
+    parts = [
+        f"{m}: " + ", ".join(f"{METRIC_LABELS.get(k, k)} {v:.1f}" for k, v in vals.items())
+        for m, vals in reported.items()
+    ]
+    return (
+        f'Row "{PAPER_LABEL}": the means the paper reports on {_DATA_NAMES[data]} '
+        f"(transcribed, not recomputed): {'; '.join(parts)}."
+    )
+
+
+def long_form(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns ``category``, ``column``, ``value`` of a :func:`metric_table` (for seaborn)."""
+    df = table.copy()
+    df.index.name = "category"
+    return df.reset_index().melt(id_vars="category", var_name="column", value_name="value")
+
+
+def plot_metric_table(
+    table: pd.DataFrame, title: str | None = None, vmin: float = 50.0, vmax: float = 100.0
+):
+    """Heat map of a :func:`metric_table` (percent), the value written in each cell.
+
+    Args:
+        table: rows categories (+ mean, + paper row), columns method/metric, values in percent.
+        title: figure title (say the profile's shrinkage there).
+        vmin, vmax: colour range; 50 is chance level for AUROC.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import textwrap
+
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    n_rows, n_cols = table.shape
+    fig, ax = plt.subplots(figsize=(2.4 + 1.2 * n_cols, 2.2 + 0.5 * n_rows))
+    sns.heatmap(
+        table.astype(float),
+        annot=True,
+        fmt=".1f",
+        cmap="viridis",
+        vmin=vmin,
+        vmax=vmax,
+        cbar_kws={"label": "%", "fraction": 0.03, "pad": 0.02},
+        linewidths=0.5,
+        ax=ax,
+    )
+    ax.set_ylabel("")
+    ax.set_xlabel("")
+    ax.set_xticklabels(
+        [textwrap.fill(t.get_text(), 11) for t in ax.get_xticklabels()], rotation=0, fontsize=8
+    )
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+    summary_rows = [i for i, name in enumerate(table.index) if name in ("mean", PAPER_LABEL)]
+    if summary_rows:
+        ax.axhline(min(summary_rows), color="white", linewidth=3)
+    if title:
+        from adtr_core.plots.maps import wrap_title
+
+        ax.set_title(wrap_title(title, fig.get_figwidth()), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def run_summary(run: RunResult) -> pd.DataFrame:
+    """One-row table of a run: its metrics (percent), counts, epochs and wall time."""
+    m = run.metrics
+    row = {METRIC_LABELS[k]: 100.0 * float(m[k]) for k in METRIC_LABELS if k in m}
+    row.update(
+        {
+            "epochs": run.config.epochs,
+            "train images": m.get("num_train"),
+            "test images": m.get("num_test"),
+            "anomalous test images": m.get("num_test_anomalous"),
+            "wall s": float(m.get("wall_s", run.wall_s)),
+        }
+    )
+    category = str(m.get("category", run.config.category))
+    return pd.DataFrame([row], index=pd.Index([category], name="category"))
+
+
+PAPER_SETTINGS: dict[str, Any] = {
+    # The paper's MVTec AD settings (METHOD.md §4); the "paper" profile uses them.
+    "image_size": 256,
+    "backbone": "efficientnet_b4",
+    "hidden_dim": 256,
+    "dim_feedforward": 1024,
+    "num_encoder_layers": 4,
+    "num_decoder_layers": 4,
+    "num_heads": 8,
+    "epochs": 500,
+    "batch_size": 16,
+    "lr": 1e-4,
+    "weight_decay": 1e-4,
+    "lr_milestones": (400,),
+}
+PAPER_PLUS_EPOCHS = 300  # ADTR+: 300 more epochs with L_px on confetti anomalies
+
+_SETTING_NAMES = {
+    "image_size": "image size",
+    "backbone": "backbone",
+    "hidden_dim": "width",
+    "dim_feedforward": "FFN",
+    "num_encoder_layers": "encoder layers",
+    "num_decoder_layers": "decoder layers",
+    "num_heads": "heads",
+    "epochs": "epochs",
+    "batch_size": "batch",
+    "lr": "lr",
+    "weight_decay": "weight decay",
+    "lr_milestones": "lr milestones",
+}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "/".join(str(v) for v in value)
+    return str(value)
+
+
+def settings_note(cfg: ExperimentConfig, paper_epochs: int | None = None) -> str:
+    """Where a run departs from the paper's settings, for figure captions.
+
+    Args:
+        cfg: the run's config.
+        paper_epochs: the paper's epoch count for this kind of run (default 500; pass
+            :data:`PAPER_PLUS_EPOCHS` for ADTR+).
+
+    Returns:
+        ``"paper settings"`` or e.g. ``"shrunk from the paper: image size 128 (paper 256),
+        epochs 20 (paper 500), ..."``.
+    """
+    paper = dict(PAPER_SETTINGS)
+    if paper_epochs is not None:
+        paper["epochs"] = paper_epochs
+        paper["lr_milestones"] = cfg.lr_milestones  # ADTR+'s schedule is not given
+    changed = []
+    for key, ref in paper.items():
+        ours = getattr(cfg, key)
+        if _fmt(ours) != _fmt(ref):
+            changed.append(f"{_SETTING_NAMES[key]} {_fmt(ours)} (paper {_fmt(ref)})")
+    if not changed:
+        return "paper settings"
+    return "shrunk from the paper: " + ", ".join(changed)
+
+
+def method_table(methods: Mapping[str, Mapping[str, Any]], percent: bool = True) -> pd.DataFrame:
+    """One row per method (e.g. ADTR, the trivial baseline) of one category, in percent."""
+    scale = 100.0 if percent else 1.0
+    rows = {
+        method: {
+            METRIC_LABELS[k]: scale * float(m[k]) if m.get(k) is not None else math.nan
+            for k in METRIC_LABELS
+        }
+        for method, m in methods.items()
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "method"
+    return table

@@ -1,0 +1,179 @@
+"""Tests of adtr_core.reporting: per-category tables, the paper row, ADTR+ configs, baseline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from adtr_core import reporting
+from adtr_core.experiment import ExperimentConfig, RunResult
+
+
+def _png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def write_tiny_mvtec(root: Path, size: int = 32) -> Path:
+    """A one-category MVTec-layout tree: grey normal images, a white square as the defect."""
+    rng = np.random.default_rng(0)
+
+    def normal() -> np.ndarray:
+        return (120 + rng.integers(-3, 4, (size, size, 3))).astype(np.uint8)
+
+    cat = root / "toy"
+    for i in range(4):
+        _png(cat / "train" / "good" / f"{i:03d}.png", normal())
+    for i in range(2):
+        _png(cat / "test" / "good" / f"{i:03d}.png", normal())
+    for i in range(2):
+        img, mask = normal(), np.zeros((size, size), np.uint8)
+        y = 4 + 10 * i
+        img[y : y + 8, 6:14] = 255
+        mask[y : y + 8, 6:14] = 255
+        _png(cat / "test" / "square" / f"{i:03d}.png", img)
+        _png(cat / "ground_truth" / "square" / f"{i:03d}_mask.png", mask)
+    return root
+
+
+def _metrics(image: float, pixel: float, pro: float = math.nan) -> dict:
+    return {"image_auroc": image, "pixel_auroc": pixel, "pixel_aupro": pro}
+
+
+def test_metric_table_one_metric_percent_and_mean_row():
+    table = reporting.metric_table(
+        {
+            "ADTR": {"a": _metrics(0.9, 0.8), "b": _metrics(0.7, 0.6)},
+            "trivial": {"a": _metrics(0.5, 0.5)},
+        },
+        metrics=("image_auroc",),
+    )
+    assert list(table.columns) == ["ADTR", "trivial"]
+    assert list(table.index) == ["a", "b", "mean"]
+    assert table.loc["a", "ADTR"] == pytest.approx(90.0)
+    assert table.loc["mean", "ADTR"] == pytest.approx(80.0)
+    assert math.isnan(table.loc["b", "trivial"])
+    assert table.loc["mean", "trivial"] == pytest.approx(50.0)  # NaN-aware mean
+
+
+def test_metric_table_several_metrics_names_columns_by_metric():
+    table = reporting.metric_table(
+        {"ADTR": {"a": _metrics(0.9, 0.8, 0.7)}, "ADTR+": {"a": _metrics(1.0, 0.9, 0.8)}},
+        metrics=("pixel_auroc", "pixel_aupro"),
+        percent=False,
+    )
+    assert list(table.columns) == [
+        "ADTR pixel AUROC",
+        "ADTR+ pixel AUROC",
+        "ADTR AU-PRO",
+        "ADTR+ AU-PRO",
+    ]
+    assert table.loc["a", "ADTR+ AU-PRO"] == pytest.approx(0.8)
+
+
+def test_metric_table_rejects_reserved_category():
+    with pytest.raises(ValueError, match="reserved"):
+        reporting.metric_table({"ADTR": {"mean": _metrics(1, 1)}})
+
+
+def test_paper_row_only_for_mvtec():
+    methods = {"trivial": {"a": _metrics(0.5, 0.5)}, "ADTR": {"a": _metrics(0.9, 0.9)}}
+    table = reporting.metric_table(methods, metrics=("image_auroc", "pixel_auroc"))
+    assert reporting.add_paper_row(table, "demo", ("image_auroc", "pixel_auroc")) is table
+    with_paper = reporting.add_paper_row(table, "mvtec", ("image_auroc", "pixel_auroc"))
+    row = with_paper.loc[reporting.PAPER_LABEL]
+    assert row["ADTR image AUROC"] == pytest.approx(96.4)
+    assert row["ADTR pixel AUROC"] == pytest.approx(97.2)
+    assert math.isnan(row["trivial image AUROC"])  # the paper has no trivial baseline
+    assert "no numbers" in reporting.paper_note("demo")
+    assert "96.4" in reporting.paper_note("mvtec")
+
+
+def test_paper_numbers_transcribed_from_method_section():
+    mv = reporting.PAPER_NUMBERS["mvtec"]
+    assert (mv["ADTR"]["image_auroc"], mv["ADTR"]["pixel_auroc"]) == (96.4, 97.2)
+    assert (mv["ADTR+"]["image_auroc"], mv["ADTR+"]["pixel_auroc"]) == (96.9, 97.5)
+    assert reporting.PAPER_NUMBERS["cifar10"]["ADTR+"]["image_auroc"] == 96.1
+
+
+def test_category_and_plus_configs(tmp_path):
+    configs = reporting.category_configs(["a", "b"], data="demo", epochs=3, hidden_dim=32)
+    assert [c.category for c in configs] == ["a", "b"]
+    assert configs[0].epochs == 3 and configs[0].loss == "norm"
+    # Equal settings give equal run names: notebooks share results folders.
+    again = reporting.category_configs(["a"], data="demo", epochs=3, hidden_dim=32)
+    assert again[0].run_name() == configs[0].run_name()
+    with pytest.raises(ValueError, match="unknown experiment parameter"):
+        reporting.category_configs(["a"], epochz=3)
+    with pytest.raises(ValueError, match="no categories"):
+        reporting.category_configs([])
+
+    base = RunResult(tmp_path / "run_a", configs[0], {}, pd.DataFrame(), pd.DataFrame())
+    (plus,) = reporting.plus_configs([base], epochs=2)
+    assert (plus.loss, plus.anomalies, plus.epochs) == ("px", "confetti", 2)
+    assert plus.init_from == str(tmp_path / "run_a")
+    assert plus.hidden_dim == 32 and plus.category == "a"
+    with pytest.raises(ValueError, match="normal-only"):
+        reporting.plus_configs([RunResult(tmp_path, plus, {}, pd.DataFrame(), pd.DataFrame())])
+
+
+def test_mean_image_baseline_finds_bright_square(tmp_path):
+    root = write_tiny_mvtec(tmp_path / "data")
+    cfg = ExperimentConfig(
+        data="mvtec", data_root=str(root), category="toy", image_size=32, pool_size=4
+    )
+    metrics = reporting.mean_image_baseline_metrics(cfg)
+    assert metrics["category"] == "toy"
+    assert metrics["image_auroc"] == pytest.approx(1.0)
+    assert metrics["pixel_auroc"] > 0.95
+
+
+def test_long_form_and_heatmap_figure():
+    table = reporting.metric_table({"ADTR": {"a": _metrics(0.9, 0.8)}, "B": {"a": _metrics(1, 1)}})
+    long = reporting.long_form(table)
+    assert set(long.columns) == {"category", "column", "value"}
+    assert len(long) == 4  # (a, mean) x (ADTR, B)
+    fig = reporting.plot_metric_table(table, title="t")
+    assert fig.axes[0].get_title() == "t"
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_run_summary_row():
+    cfg = ExperimentConfig(category="a", epochs=3)
+    run = RunResult(
+        Path("x"),
+        cfg,
+        {**_metrics(0.9, 0.8, 0.7), "category": "a", "num_train": 5, "wall_s": 1.5},
+        pd.DataFrame(),
+        pd.DataFrame(),
+    )
+    row = reporting.run_summary(run)
+    assert row.loc["a", "image AUROC"] == pytest.approx(90.0)
+    assert row.loc["a", "epochs"] == 3 and row.loc["a", "wall s"] == 1.5
+
+
+def test_settings_note_names_every_shrinkage():
+    paper_cfg = ExperimentConfig(**{**reporting.PAPER_SETTINGS, "category": "a"})
+    assert reporting.settings_note(paper_cfg) == "paper settings"
+    small = ExperimentConfig(category="a", image_size=128, epochs=20, hidden_dim=128)
+    note = reporting.settings_note(small)
+    assert "image size 128 (paper 256)" in note and "epochs 20 (paper 500)" in note
+    assert "width 128 (paper 256)" in note and "backbone tf_efficientnet_lite0" in note
+    plus = ExperimentConfig(**{**reporting.PAPER_SETTINGS, "epochs": 300, "loss": "px"})
+    assert reporting.settings_note(plus, paper_epochs=reporting.PAPER_PLUS_EPOCHS) == (
+        "paper settings"
+    )
+
+
+def test_method_table_rows_in_percent():
+    table = reporting.method_table({"ADTR": _metrics(0.9, 0.8, 0.7), "trivial": _metrics(0.5, 1)})
+    assert list(table.columns) == ["image AUROC", "pixel AUROC", "AU-PRO"]
+    assert table.loc["ADTR", "AU-PRO"] == pytest.approx(70.0)
+    assert table.loc["trivial", "pixel AUROC"] == pytest.approx(100.0)
