@@ -23,6 +23,7 @@ inputs are cast to float32 first.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -167,7 +168,9 @@ def image_scores(
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1; got {pool_size}")
         kh, kw = min(pool_size, maps.shape[1]), min(pool_size, maps.shape[2])
-        pooled = F.avg_pool2d(maps[:, None], kernel_size=(kh, kw), stride=1)  # (B, 1, H', W')
+        # A stride-1 box filter is separable: two 1-D poolings cost kh + kw, not kh * kw.
+        pooled = F.avg_pool2d(maps[:, None], kernel_size=(kh, 1), stride=1)  # (B, 1, H', W)
+        pooled = F.avg_pool2d(pooled, kernel_size=(1, kw), stride=1)  # (B, 1, H', W')
         return pooled.flatten(1).amax(dim=1)
     if mode == "mean":
         return maps.flatten(1).mean(dim=1)
@@ -195,6 +198,40 @@ def score(
     cfg = cfg or ScoringConfig()
     if cfg.mode not in SCORE_MODES:
         raise ValueError(f"unknown score mode {cfg.mode!r}; choose one of {SCORE_MODES}")
+    d = feature_distance(f, f_hat)  # (B, h, w)
+    h, w = d.shape[-2:]
+    size_h, size_w = (h, w) if cfg.image_size is None else (cfg.image_size, cfg.image_size)
+    # Upsampling and smoothing are linear and separable: maps = A_h d A_w^T, one matrix per axis.
+    a_h = axis_operator(h, size_h, float(cfg.sigma), str(d.device))  # (S, h)
+    a_w = axis_operator(w, size_w, float(cfg.sigma), str(d.device))  # (S, w)
+    maps = a_h @ d @ a_w.T  # (B, S, S)
+    return maps, image_scores(maps, cfg.mode, cfg.pool_size)
+
+
+@functools.lru_cache(maxsize=32)
+def axis_operator(n: int, size: int, sigma: float, device: str = "cpu") -> torch.Tensor:
+    """One axis of the scoring as a matrix: bilinear upsampling ``n -> size``, then smoothing.
+
+    Built by pushing unit vectors through :func:`upsample` and :func:`gaussian_smooth` on
+    maps of width 1 (which they leave alone along the width), so padding, truncation and
+    renormalisation are exactly theirs.
+
+    Returns:
+        ``(size, n)`` float32 matrix on ``device``.
+    """
+    eye = torch.eye(n, device=torch.device(device))[:, :, None]  # (n, n, 1): n unit maps
+    cols = gaussian_smooth(upsample(eye, (size, 1)), sigma)  # (n, size, 1)
+    return cols[:, :, 0].T.contiguous()  # (size, n)
+
+
+def reference_score(
+    f: torch.Tensor, f_hat: torch.Tensor, cfg: ScoringConfig | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`score` computed step by step (distance → upsample → smooth → pool).
+
+    The definition that :func:`score`'s matrix form must match; kept for tests and benchmarks.
+    """
+    cfg = cfg or ScoringConfig()
     maps = feature_distance(f, f_hat)  # (B, h, w)
     if cfg.image_size is not None:
         maps = upsample(maps, cfg.image_size)  # (B, S, S)

@@ -12,6 +12,7 @@ from adtr_core.scoring import (
     feature_distance,
     gaussian_smooth,
     image_scores,
+    reference_score,
     score,
     upsample,
 )
@@ -107,3 +108,22 @@ def test_score_stays_on_gpu():
     cpu_maps, cpu_scores = score(f.cpu(), torch.zeros_like(f).cpu())
     torch.testing.assert_close(maps.cpu(), cpu_maps, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(scores.cpu(), cpu_scores, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ScoringConfig(image_size=64, sigma=4.0, pool_size=16),
+        ScoringConfig(image_size=32, sigma=0.0, pool_size=8),
+        ScoringConfig(image_size=None, sigma=1.0, pool_size=16),  # pool clamped to the grid
+        ScoringConfig(image_size=64, sigma=2.0, mode="mean"),
+    ],
+)
+def test_matrix_score_matches_the_step_by_step_definition(cfg):
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(3, 8, 4, 4, generator=g)
+    f_hat = f + torch.randn(3, 8, 4, 4, generator=g)
+    maps, scores = reference_score(f, f_hat, cfg)
+    maps2, scores2 = score(f, f_hat, cfg)
+    torch.testing.assert_close(maps2, maps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores2, scores, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,266 @@
+"""The one table ``make bench`` prints, the targets' PASS/MISS, and the results files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from adtr_core.io import write_json, write_text
+
+QUICK_BUDGET_S = 15 * 60
+TARGET_ADDED = 0.25  # reconstruction + scoring over the backbone, batch 16, CPU
+TARGET_CACHE = 5.0  # recomputing / cached seconds per epoch
+TARGET_PEER = 1.0  # torch.nn peer / ADTR time
+
+
+def figures_wall(figures_dir: Path | None = None) -> dict[str, Any]:
+    """The quick profile's per-notebook wall times from ``figures/MANIFEST.json``."""
+    from adtr_core import paths
+    from adtr_core.pipeline import discover_notebooks, read_manifest
+
+    manifest = read_manifest(figures_dir)
+    runs = {
+        stem: rec
+        for stem, rec in manifest.get("notebooks", {}).items()
+        if rec.get("profile") == "quick"
+    }
+    try:
+        expected = [p.stem for p in discover_notebooks(paths.notebooks_dir())]
+    except (OSError, ValueError):
+        expected = []
+    if not runs:
+        return {"measured": False, "note": "not measured yet (no quick-profile run in MANIFEST)"}
+    failed = sorted(s for s, r in runs.items() if r.get("status") != "ok")
+    missing = sorted(set(expected) - set(runs))
+    return {
+        "measured": True,
+        "total_s": float(sum(float(r.get("wall_s", 0.0)) for r in runs.values())),
+        "per_notebook_s": {s: float(r.get("wall_s", 0.0)) for s, r in sorted(runs.items())},
+        "failed": failed,
+        "missing": missing,
+        "complete": not failed and not missing,
+    }
+
+
+def _r(x: dict[str, float] | None) -> str:
+    if not x:
+        return "n/a"
+    return f"{x['median']:.2f}x (rounds {x['min']:.2f}-{x['max']:.2f})"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def build_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(section, measurement, value, notes) rows of the printed table."""
+    rows: list[tuple[str, str, str, str]] = []
+    for r in results.get("inference", []):
+        share = r["share"]
+        rows.append(
+            (
+                "inference",
+                f"{r['backbone']} b{r['batch']} ({r['precision']})",
+                f"{r['images_per_s']:.1f} img/s, peak {r['peak_mib']:.0f} MiB",
+                f"backbone {_pct(share['backbone'])} / recon {_pct(share['reconstruction'])} / "
+                f"scoring {_pct(share['scoring'])}; (recon+scoring)/backbone "
+                f"{_r(r['added_over_backbone'])}",
+            )
+        )
+    e = results.get("epoch")
+    if e:
+        cfg = e["config"]
+        rows.append(
+            (
+                "training",
+                "s/epoch: recomputed / cached features",
+                _r(e["ratio"]),
+                f"cached {e['epoch_s']['cached']:.2f} s, recomputed "
+                f"{e['epoch_s']['recompute']:.2f} s; {e['images']} images, {e['steps']} steps; "
+                f"{cfg['backbone']} {cfg['image_size']}px D={cfg['hidden_dim']}; "
+                f"one-off extraction {e['extract_s']:.2f} s [{e['source']}]",
+            )
+        )
+    m = results.get("time_to_metric")
+    if m:
+        final = ", ".join(f"{k} {v:.3f}" for k, v in m["final_metrics"].items())
+        reached = (
+            f"{m['reached_train_s']:.1f} s (epoch {m['reached_epoch']}/{m['config']['epochs']})"
+            if m["reached_epoch"] is not None
+            else "not reached"
+        )
+        rows.append(
+            (
+                "training",
+                "time to the final metrics (training only)",
+                reached,
+                f"final {final}; all {m['config']['epochs']} epochs {m['train_s']:.1f} s, run "
+                f"wall {m['wall_s']:.1f} s incl. evaluation every {m['eval_every']} epochs",
+            )
+        )
+    p = results.get("peer")
+    if p:
+        for kind, key in (("forward", "forward_ratio"), ("training step", "train_ratio")):
+            ms = p["forward_ms"] if kind == "forward" else p["train_step_ms"]
+            rows.append(
+                (
+                    "peer",
+                    f"torch.nn stack / ADTR, {kind} b{p['batch']}",
+                    _r(p[key]),
+                    f"ADTR {ms['adtr']:.0f} ms, torch.nn {ms['peer']:.0f} ms ({p['precision']})",
+                )
+            )
+    for name, o in (results.get("options") or {}).items():
+        notes = [f"{k} {v:.0f} ms" for k, v in o["ms"].items()]
+        for key in ("what", "rel_error", "max_abs_diff", "compile_s"):
+            if key in o:
+                v = o[key]
+                notes.append(f"{key} {v:.3g}" if isinstance(v, float) else str(v))
+        if "memory_ratio" in o:
+            notes.append(f"in-process cache {_r(o['memory_ratio'])}")
+        rows.append(("option", name, _r(o["ratio"]), "; ".join(notes)))
+    g = results.get("gpu_training") or {}
+    inf_gpu = [r for r in results.get("inference", []) if r.get("device", "cpu") == "cuda"]
+    if g.get("measured"):
+        ips = g["images_per_s"]
+        rows.append(
+            (
+                "gpu",
+                "efficientnet_b4 256px training img/s",
+                f"cached {ips['cached']:.0f}, recomputed {ips['recompute']:.0f}",
+                f"bf16 autocast, channels-last; host syncs in a step: {g['host_syncs_per_step']}",
+            )
+        )
+        for r in inf_gpu:
+            if r["backbone"] == "efficientnet_b4":
+                rows.append(
+                    (
+                        "gpu",
+                        f"efficientnet_b4 256px inference b{r['batch']}",
+                        f"{r['images_per_s']:.0f} img/s",
+                        f"peak {r['peak_mib']:.0f} MiB",
+                    )
+                )
+    else:
+        rows.append(("gpu", "training and inference img/s", "not measured", g.get("note", "")))
+    f = results.get("figures") or {}
+    if f.get("measured"):
+        extra = (
+            "" if f["complete"] else f" (incomplete: missing {f['missing']}, failed {f['failed']})"
+        )
+        rows.append(
+            (
+                "figures",
+                "make figures (quick), wall",
+                f"{f['total_s']:.0f} s",
+                f"{len(f['per_notebook_s'])} notebooks{extra}",
+            )
+        )
+    else:
+        rows.append(("figures", "make figures (quick), wall", "not measured yet", ""))
+    return rows
+
+
+def targets(results: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """Each target with its measured ratio and PASS / MISS (None: not measured)."""
+    out = []
+    for r in results.get("inference", []):
+        if r["batch"] == 16 and device == "cpu":
+            v = r["added_over_backbone"]["median"]
+            out.append(
+                {
+                    "target": f"(recon+scoring)/backbone <= {TARGET_ADDED:.2f}, b16 CPU, "
+                    f"{r['backbone']}",
+                    "measured": v,
+                    "pass": v <= TARGET_ADDED,
+                    "by": v / TARGET_ADDED,
+                }
+            )
+    e = results.get("epoch")
+    if e:
+        v = e["ratio"]["median"]
+        out.append(
+            {
+                "target": f"cached epoch >= {TARGET_CACHE:.0f}x faster than recomputing",
+                "measured": v,
+                "pass": v >= TARGET_CACHE,
+                "by": v / TARGET_CACHE,
+            }
+        )
+    p = results.get("peer")
+    if p:
+        for kind, key in (("forward", "forward_ratio"), ("training step", "train_ratio")):
+            v = p[key]["median"]
+            out.append(
+                {
+                    "target": f"ADTR at least as fast as the torch.nn stack ({kind})",
+                    "measured": v,
+                    "pass": v >= TARGET_PEER,
+                    "by": v / TARGET_PEER,
+                }
+            )
+    f = results.get("figures") or {}
+    if f.get("measured") and f.get("complete"):
+        v = f["total_s"]
+        out.append(
+            {
+                "target": "make figures (quick) within 15 min",
+                "measured": v,
+                "pass": v <= QUICK_BUDGET_S,
+                "by": v / QUICK_BUDGET_S,
+            }
+        )
+    else:
+        out.append({"target": "make figures (quick) within 15 min", "measured": None})
+    return out
+
+
+def _target_line(t: dict[str, Any]) -> str:
+    if t.get("measured") is None:
+        return f"  NOT MEASURED  {t['target']}"
+    flag = "PASS" if t["pass"] else "MISS"
+    return f"  {flag}  {t['target']}: measured {t['measured']:.3g} ({t['by']:.2f} of the target)"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The table and the targets, as Markdown (also what is printed)."""
+    host = results["host"]
+    rows = build_rows(results)
+    lines = [
+        f"# adtr benchmarks ({results['plan']} plan) on {host['kind']}",
+        "",
+        f"CPU: {host['cpu']}, {host['cores']} cores, torch {host['torch']} "
+        f"({host['torch_threads']} threads, {host['cpu_capability']}, "
+        f"bf16 instructions: {'yes' if host['cpu_bf16'] else 'no'}); device {host['device']}"
+        + (f" ({host['gpu']})" if host.get("gpu") else "")
+        + f"; 1-min load average at start {host['load_avg_1min']:.1f}; "
+        f"total {results['wall_s']:.0f} s.",
+        "",
+        "Ratios are medians of per-round ratios of interleaved runs (their range in brackets).",
+        "",
+        "| section | measurement | value | notes |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += ["", "Targets:", *(_target_line(t) for t in results.get("targets", []))]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """``<out_dir>/<host kind>.json`` (everything measured) and ``.md`` (the table)."""
+    kind = results["host"]["kind"]
+    json_path, md_path = out_dir / f"{kind}.json", out_dir / f"{kind}.md"
+    write_json(json_path, _plain(results))
+    write_text(md_path, render(results))
+    return json_path, md_path
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

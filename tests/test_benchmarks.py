@@ -1,0 +1,84 @@
+"""Smoke test of the benchmark code paths (``make bench``) at minimal sizes: no timing asserts."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from adtr_core import paths
+
+sys.path.insert(0, str(paths.repo_root()))  # the benchmarks/ folder is not an installed package
+
+from adtr_core.model import ADTRConfig  # noqa: E402
+from benchmarks import harness, peer, report  # noqa: E402
+from benchmarks import run as bench  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thread):
+    results = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| section | measurement | value | notes |" in out
+    assert "Targets:" in out
+    for section in ("inference", "epoch", "time_to_metric", "peer", "options"):
+        assert section in results
+    assert {(r["backbone"], r["batch"]) for r in results["inference"]} == {
+        ("tf_efficientnet_lite0", 1),
+        ("tf_efficientnet_lite0", 2),
+    }
+    for r in results["inference"]:
+        assert r["images_per_s"] > 0 and r["peak_mib"] > 0
+        assert abs(sum(r["share"].values()) - 1) < 1e-6
+    assert results["gpu_training"]["measured"] is False  # CPU: the GPU rows say so
+    assert "not measured" in out
+    kind = results["host"]["kind"]
+    saved = json.loads((tmp_path / f"{kind}.json").read_text())
+    assert saved["plan"] == "tiny"
+    assert (tmp_path / f"{kind}.md").read_text().startswith("# adtr benchmarks")
+    lines = [t for t in results["targets"] if t.get("measured") is not None]
+    assert lines and all(isinstance(t["pass"], bool) for t in lines)
+
+
+def test_ratio_is_median_of_per_round_ratios():
+    r = harness.ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0])
+    assert r == {"median": 3.0, "min": 2.0, "max": 4.0}
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with harness.PeakMemory(torch.device("cpu")) as mem:
+        x = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, touched
+        del x
+    assert mem.peak_bytes >= 48 << 20
+
+
+def test_peer_has_adtr_sizes_and_contract():
+    cfg = ADTRConfig(in_channels=16, hidden_dim=32, num_heads=4, dim_feedforward=64, grid=(4, 4))
+    model = peer.TorchTransformerPeer(cfg).eval()
+    f = torch.randn(2, 16, 4, 4)
+    out = model(f)
+    assert out.shape == f.shape and torch.isfinite(out).all()
+
+
+def test_figures_wall_reads_the_manifest(tmp_path):
+    assert report.figures_wall(tmp_path)["measured"] is False  # no manifest yet
+    manifest = {
+        "schema": 1,
+        "files": {},
+        "notebooks": {
+            "01_a": {"profile": "quick", "status": "ok", "wall_s": 10.0},
+            "02_b": {"profile": "quick", "status": "ok", "wall_s": 5.5},
+            "03_c": {"profile": "smoke", "status": "ok", "wall_s": 99.0},
+        },
+    }
+    (tmp_path / "MANIFEST.json").write_text(json.dumps(manifest))
+    wall = report.figures_wall(tmp_path)
+    assert wall["measured"] and wall["total_s"] == 15.5
+    assert set(wall["per_notebook_s"]) == {"01_a", "02_b"}
