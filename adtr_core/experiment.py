@@ -129,7 +129,13 @@ class ExperimentConfig:
 
     def run_name(self) -> str:
         """A folder name that says what the run is and hashes the rest of the config."""
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        values = self.to_dict()
+        if values["init_from"] is not None:
+            # The starting run's folder name already hashes its config; where the runs live
+            # must not change the name of the runs started from it.
+            start = Path(values["init_from"])
+            values["init_from"] = start.parent.name if start.suffix == ".pt" else start.name
+        digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         parts = [self.data, str(self.category), self.model, self.backbone]
         if self.loss != "norm":
             parts.append(f"{self.loss}-{self.anomalies}")

@@ -85,6 +85,9 @@ def test_run_name_follows_the_config():
     assert a.run_name() != b.run_name()
     assert a.run_name() == ExperimentConfig(**TINY).run_name()
     assert a.run_name().startswith("demo-brick-adtr-tf_efficientnet_lite0-")
+    plus_here = ExperimentConfig(**TINY, loss="px", init_from="/a/runs/" + a.run_name())
+    plus_there = ExperimentConfig(**TINY, loss="px", init_from="/b/runs/" + a.run_name())
+    assert plus_here.run_name() == plus_there.run_name() != a.run_name()
 
 
 def test_trained_model_scores_an_implanted_defect_above_its_surroundings(tmp_path):

@@ -64,3 +64,21 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         io.atomic_write(target, broken_writer)
     assert io.read_json(target) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+RUN_KEYS = (
+    "image_size", "backbone", "stages", "hidden_dim", "dim_feedforward", "num_encoder_layers",
+    "num_decoder_layers", "num_heads", "epochs", "batch_size", "lr", "weight_decay",
+    "lr_milestones", "seed",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_notebooks_that_share_runs_keep_equal_run_settings(profile):
+    """02's run is 03's, 04's, 06's and 08's: a drift would silently retrain instead of reuse."""
+    base = profile_params(profile, "02_train_category")
+    for section in ("03_detection_localization_tables", "04_score_maps", "06_adtr_plus",
+                    "08_feature_tsne"):  # fmt: skip
+        other = profile_params(profile, section)
+        drift = {k: (base.get(k), other.get(k)) for k in RUN_KEYS if base.get(k) != other.get(k)}
+        assert not drift, f"{profile}: {section} differs from 02_train_category: {drift}"
