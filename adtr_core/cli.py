@@ -104,9 +104,48 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from adtr_core.experiment import list_categories, resolve_data_source
+    from adtr_core.sweep import grid, results_table, run_sweep
+
+    base = train_config(args)
+    if args.categories:
+        if args.categories == "all":
+            source, root, _ = resolve_data_source(base.data)
+            names = list_categories(source, base.data_root or root)
+        else:
+            names = [c.strip() for c in args.categories.split(",") if c.strip()]
+        axes = {"category": names}
+    else:
+        axes = {}
+    for spec in args.grid:
+        key, _, raw = spec.partition("=")
+        if not raw:
+            raise ValueError(f"--grid expects key=v1,v2,..., got {spec!r}")
+        axes[key.strip().replace("-", "_")] = [yaml.safe_load(v) for v in raw.split(",")]
+    configs = grid(base, **axes) if axes else [base]
+    print(f"{len(configs)} run(s), executor {args.executor}")
+    results = run_sweep(
+        configs, executor=args.executor, address=args.address, progress=not args.quiet
+    )
+    table = results_table(results)
+    print(table.to_string())
+    if args.out:
+        from adtr_core.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp)
+        print(f"table written to {args.out}")
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
+    import os
+
     from adtr_core.pipeline import main as pipeline_main
 
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
     argv = ["--profile", args.profile, "--executor", args.executor]
     if args.notebook:
         argv += ["--notebook", args.notebook]
@@ -120,6 +159,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train and evaluate one category; write a results folder")
+    _add_run_arguments(p)
+    p.add_argument("--out", default=None, help="results folder (default: runs/<config name>)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "sweep", help="run a grid of configs or a list of categories (local or Ray), resumable"
+    )
+    _add_run_arguments(p)
+    p.add_argument(
+        "--categories",
+        default=None,
+        help="comma-separated categories, or 'all' for every category of the data",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="an ExperimentConfig field and its values, e.g. --grid model=adtr,cnn",
+    )
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--address", default=None, help="address of an existing Ray cluster")
+    p.add_argument("--out", default=None, help="also write the results table as CSV here")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("eval", help="evaluate a trained run on a test set")
+    p.add_argument("--checkpoint", required=True, help="results folder or its checkpoint.pt")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--category", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+    return _add_other_commands(sub, parser)
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         choices=["demo", "mvtec", "folder", "cifar10", "digits"],
@@ -129,7 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset root, e.g. the MVTec AD folder")
     p.add_argument("--category", default=None, help="category (MVTec) or normal class (one-class)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
-    p.add_argument("--out", default=None, help="results folder (default: runs/<config name>)")
     p.add_argument(
         "--model", default=None, choices=["adtr", "adtr_no_attention", "adtr_no_query", "cnn"]
     )
@@ -151,16 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="any ExperimentConfig field, e.g. --set hidden_dim=128 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained run on a test set")
-    p.add_argument("--checkpoint", required=True, help="results folder or its checkpoint.pt")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--category", default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
-    p.set_defaults(func=cmd_eval)
 
+def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score images with a trained run; write scores and overlays")
     p.add_argument("--checkpoint", required=True, help="results folder or its checkpoint.pt")
     p.add_argument("input", help="an image file or a folder of images")
@@ -183,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     p.add_argument("--notebook", default=None, help="one notebook, e.g. 02 or 02_train_category")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--address", default=None, help="address of an existing Ray cluster")
     p.set_defaults(func=cmd_figures)
     return parser
 

@@ -79,3 +79,19 @@ def test_data_demo_and_check(tmp_path, capsys):
     assert main(["data", "check", str(root), "--category", "brick"]) == 0
     report = capsys.readouterr().out
     assert "brick" in report
+
+
+def test_sweep_over_categories_and_a_grid_then_reuses(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ADTR_RUNS", str(tmp_path / "runs"))
+    table = tmp_path / "sweep.csv"
+    argv = ["sweep", "--profile", "smoke", "--categories", "brick,grass", "--grid", "model=adtr,cnn",
+            "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(table), *TINY_SET]  # fmt: skip
+    assert main(argv) == 0
+    assert "4 run(s)" in capsys.readouterr().out
+    rows = table.read_text().strip().splitlines()
+    assert len(rows) == 5 and all(("brick" in r) or ("grass" in r) for r in rows[1:])
+    assert len(list((tmp_path / "runs").iterdir())) == 4
+    before = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
+    assert main(argv) == 0
+    after = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
+    assert before == after  # finished runs were loaded, not retrained
