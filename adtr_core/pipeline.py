@@ -673,6 +673,20 @@ def _source_cell_index(executed: Path, cell_index: int) -> int:
     return cell_index - sum(1 for t in tags[:cell_index] if "injected-parameters" in t)
 
 
+def _strip_local_paths(nb_path: Path) -> None:
+    """Write the executed notebook with this machine's folders replaced by neutral names.
+
+    Executed notebooks are committed with the figures; they should say which repository
+    file a path is, not where the repository happened to live.
+    """
+    text = nb_path.read_text()
+    root, venv = str(paths.repo_root()), sys.prefix
+    for local, neutral in ((venv, "<venv>"), (root, "<repo>"), (str(Path.home()), "~")):
+        if local and local not in ("/", "."):
+            text = text.replace(local, neutral)
+    nb_path.write_text(text)
+
+
 def run_notebook(
     path: str | Path,
     profile: str,
@@ -735,6 +749,7 @@ def run_notebook(
                 # the kernel's own start-up warnings (plain-TCP transport) are noise here
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
+        _strip_local_paths(running)
         os.replace(running, final)
         partial.unlink(missing_ok=True)
     except PapermillExecutionError as err:
