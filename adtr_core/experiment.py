@@ -113,14 +113,35 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
         """Build a config from plain values, rejecting unknown keys with the list of valid ones."""
+        cls.check_fields(values)
+        return cls(**values)
+
+    @classmethod
+    def check_fields(cls, names, what: str = "experiment parameter(s)") -> None:
+        """Raise ValueError naming every unknown field in ``names`` and listing the valid ones."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(names) - known)
         if unknown:
             raise ValueError(
-                f"unknown experiment parameter(s) {', '.join(unknown)}; "
-                f"valid parameters: {', '.join(sorted(known))}"
+                f"unknown {what} {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
             )
-        return cls(**values)
+
+    def train_config(self, device: str | torch.device = "cpu", **overrides: Any) -> TrainConfig:
+        """The trainer settings of this experiment (``overrides`` replace any of them)."""
+        values = dict(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            lr_milestones=self.lr_milestones,
+            lr_gamma=self.lr_gamma,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+            device=str(device),
+            eval_every=self.eval_every,
+        )
+        values.update(overrides)
+        return TrainConfig(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -428,19 +449,7 @@ def run_experiment(
         model,
         make_loss_fn(cfg),
         train_data,
-        TrainConfig(
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            lr_milestones=cfg.lr_milestones,
-            lr_gamma=cfg.lr_gamma,
-            grad_clip=cfg.grad_clip,
-            seed=cfg.seed,
-            device=str(device),
-            eval_every=cfg.eval_every,
-            progress=progress,
-        ),
+        cfg.train_config(device, progress=progress),
         eval_fn=eval_fn if cfg.eval_every else None,
         checkpoint_path=out / "checkpoint.pt",
         checkpoint_extra={"config": cfg.to_dict()},

@@ -77,13 +77,7 @@ def grid(base: ExperimentConfig, **axes: Iterable[Any]) -> list[ExperimentConfig
     Raises:
         ValueError: an axis is not a config field, or has no values.
     """
-    known = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    unknown = sorted(set(axes) - known)
-    if unknown:
-        raise ValueError(
-            f"grid axis {', '.join(unknown)} is not an ExperimentConfig field; "
-            f"valid fields: {', '.join(sorted(known))}"
-        )
+    ExperimentConfig.check_fields(axes, what="grid axis (not an ExperimentConfig field)")
     names = list(axes)
     values = []
     for name in names:

@@ -97,17 +97,7 @@ class _ImagesOnly(Dataset):
 
 
 def _train_config(cfg: ExperimentConfig, device: torch.device) -> TrainConfig:
-    return TrainConfig(
-        epochs=0,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        grad_clip=cfg.grad_clip,
-        seed=cfg.seed,
-        device=str(device),
-        checkpoint_every=0,
-        progress=False,
-    )
+    return cfg.train_config(device, epochs=0, checkpoint_every=0, progress=False)
 
 
 def _epoch_runner(trainer: Trainer):

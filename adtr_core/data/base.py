@@ -31,7 +31,7 @@ from adtr_core.data.errors import DatasetError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File suffixes (case-insensitive) read as images."""
 
-_READ_ERRORS = (
+READ_ERRORS = (
     OSError,
     UnidentifiedImageError,
     SyntaxError,
@@ -65,7 +65,7 @@ def image_size_of(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise _unreadable(path, exc) from exc
 
 
@@ -74,7 +74,7 @@ def _open_decoded(path: Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im.copy()
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise _unreadable(path, exc) from exc
 
 

@@ -13,18 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from adtr_core.data.base import IMAGE_EXTENSIONS, find_mask, list_images
+from adtr_core.data.base import IMAGE_EXTENSIONS, READ_ERRORS, find_mask, list_images
 from adtr_core.data.mvtec import GOOD, MASK_SUFFIX, MVTEC_CATEGORIES, MVTEC_URL, list_categories
-
-_READ_ERRORS = (
-    OSError,
-    UnidentifiedImageError,
-    SyntaxError,
-    ValueError,
-    Image.DecompressionBombError,
-)
 
 
 @dataclass
@@ -66,7 +58,7 @@ def _readable(path: Path, report: CheckReport, deep: bool) -> tuple[int, int] | 
             else:
                 im.verify()  # checks the file structure (PNG chunk CRCs) without decoding
         return size
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         report.problems.append(f"unreadable image {path}: {type(exc).__name__}: {exc}")
         return None
 
