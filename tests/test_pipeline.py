@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from adtr_core import pipeline, profiles
+from adtr_core import paths, pipeline, profiles
 from adtr_core.pipeline import (
     NotebookError,
     declared_parameters,
@@ -212,7 +212,9 @@ def test_one_notebook_writes_figures_executed_copy_and_manifest(
     executed = figures / "executed" / "01_fake_ok.ipynb"
     assert executed.is_file()
     printed = _stream_text(executed)
-    assert f"python: {sys.executable}" in printed  # the kernel is this interpreter
+    # the kernel is this interpreter; the executed copy names it relative to the venv
+    assert f"python: {sys.executable.replace(sys.prefix, '<venv>')}" in printed
+    assert str(paths.repo_root()) not in executed.read_text()  # no folder of this machine
     assert "offline: 1" in printed
 
     manifest = json.loads((figures / "MANIFEST.json").read_text())
