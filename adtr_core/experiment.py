@@ -41,7 +41,7 @@ from adtr_core.data import open_dataset
 from adtr_core.data.confetti import ConfettiDataset
 from adtr_core.features import FeatureSet, extract_features
 from adtr_core.io import atomic_path, read_json, write_json
-from adtr_core.losses import l_img, l_norm, l_px
+from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
 from adtr_core.metrics import compute_metrics
 from adtr_core.scoring import ScoringConfig, score
 from adtr_core.train import TrainConfig, Trainer, load_checkpoint, resolve_device
@@ -292,16 +292,18 @@ def load_run_model(checkpoint: str | Path, device: str = "cpu"):
 
 
 def _features_dataset(*sets: FeatureSet, labels: list[int]):
-    """A dataset of dicts {features, mask, label} over one or more feature sets."""
-    feats = torch.cat([s.features for s in sets])
-    size = sets[0].features.shape[-2:]
-    masks = []
-    for s in sets:
-        if s.masks is not None:
-            masks.append(s.masks)
-        else:
-            masks.append(torch.zeros(len(s), 1, *size))
-    mask = torch.cat([nn.functional.interpolate(m, size=size, mode="area") for m in masks])
+    """A dataset of dicts {features, mask (h, w), label} over one or more feature sets.
+
+    Pixel masks are brought to the feature grid as L_px expects them (``mask_to_grid``:
+    a cell is anomalous when any of its pixels is).
+    """
+    feats = torch.cat([s.features for s in sets])  # (N, C, h, w)
+    grid = tuple(feats.shape[-2:])
+    masks = [
+        mask_to_grid(s.masks, grid) if s.masks is not None else torch.zeros(len(s), *grid)
+        for s in sets
+    ]
+    mask = torch.cat(masks)  # (N, h, w)
     lab = torch.cat([torch.full((len(s),), y, dtype=torch.long) for s, y in zip(sets, labels)])
     return _DictDataset(features=feats, mask=mask, label=lab)
 

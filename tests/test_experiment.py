@@ -110,3 +110,20 @@ def test_trained_model_scores_an_implanted_defect_above_its_surroundings(tmp_pat
     before, after = maps[0][defect].mean(), maps[1][defect].mean()
     assert after > 2.0 * before, (float(after), float(before))
     assert after > 1.2 * maps[1][~defect].mean()
+
+
+def test_training_masks_reach_the_grid_by_max_pooling():
+    """L_px sees a cell as anomalous when any of its pixels is (a one-pixel blob counts)."""
+    from adtr_core.experiment import _features_dataset
+    from adtr_core.features import FeatureSet
+
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[0, 0, 5, 5] = 1.0  # one pixel in cell (0, 0) of a 4x4 grid
+    anomalous = FeatureSet(torch.randn(2, 8, 4, 4), torch.ones(2, dtype=torch.long), masks,
+                           ["confetti"] * 2, ["a", "b"])  # fmt: skip
+    normal = FeatureSet(torch.randn(3, 8, 4, 4), torch.zeros(3, dtype=torch.long), None,
+                        ["good"] * 3, ["c", "d", "e"])  # fmt: skip
+    data = _features_dataset(normal, anomalous, labels=[0, 1])
+    assert len(data) == 5 and data[0]["mask"].shape == (4, 4)
+    assert data[3]["mask"][0, 0] == 1.0 and data[3]["mask"].sum() == 1.0
+    assert data[4]["mask"].sum() == 0 and data[0]["label"] == 0 and data[3]["label"] == 1
