@@ -37,6 +37,10 @@ test: setup
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow
 
+## Only the notebooks, executed with the smoke profile (part of `make test` too).
+test-notebooks: setup
+	$(VENV)/bin/pytest -q -m notebooks
+
 ## Benchmarks: prints one table of speed and memory figures.
 bench: setup
 	$(PY) benchmarks/run.py
