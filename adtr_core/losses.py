@@ -24,18 +24,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from adtr_core.scoring import check_feature_pair
+
 ALPHA = 0.003  # paper setting for both ADTR+ losses
 TOP_K = 20  # paper setting for l_img
 _X_MIN = 1e-12  # keeps log(1 - exp(-x)) finite where x -> 0
-
-
-def _check_pair(f: torch.Tensor, f_hat: torch.Tensor) -> None:
-    if f.ndim != 4:
-        raise ValueError(f"features must be (B, C, h, w); got shape {tuple(f.shape)}")
-    if f.shape != f_hat.shape:
-        raise ValueError(
-            f"f and f_hat must have the same shape; got {tuple(f.shape)} and {tuple(f_hat.shape)}"
-        )
 
 
 def _log1m_exp_neg(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +46,7 @@ def l_norm(f: torch.Tensor, f_hat: torch.Tensor) -> torch.Tensor:
     Returns:
         Scalar loss.
     """
-    _check_pair(f, f_hat)
+    check_feature_pair(f, f_hat)
     d = f.float() - f_hat.float()  # (B, C, h, w)
     return d.pow(2).sum(dim=1).mean()
 
@@ -68,7 +61,7 @@ def phi(f: torch.Tensor, f_hat: torch.Tensor) -> torch.Tensor:
     Returns:
         ``phi``, ``(B, h, w)``, float32, ``>= 0``.
     """
-    _check_pair(f, f_hat)
+    check_feature_pair(f, f_hat)
     m = (f.float() - f_hat.float()).abs().mean(dim=1)  # (B, h, w)
     return torch.sqrt(m * m + 1.0) - 1.0
 

@@ -55,7 +55,8 @@ class ScoringConfig:
     pool_size: int = 16  # one feature cell of a stride-16 backbone, in input pixels
 
 
-def _check_pair(f: torch.Tensor, f_hat: torch.Tensor) -> None:
+def check_feature_pair(f: torch.Tensor, f_hat: torch.Tensor) -> None:
+    """Raise ValueError unless ``f`` and ``f_hat`` are equally shaped (B, C, h, w) features."""
     if f.ndim != 4:
         raise ValueError(f"features must be (B, C, h, w); got shape {tuple(f.shape)}")
     if f.shape != f_hat.shape:
@@ -83,7 +84,7 @@ def feature_distance(f: torch.Tensor, f_hat: torch.Tensor) -> torch.Tensor:
     Returns:
         Score maps on the feature grid, ``(B, h, w)``, float32.
     """
-    _check_pair(f, f_hat)
+    check_feature_pair(f, f_hat)
     d = f.float() - f_hat.float()  # (B, C, h, w)
     return torch.linalg.vector_norm(d, ord=2, dim=1)  # (B, h, w)
 
