@@ -9,6 +9,7 @@ any of them by name; bad input raises :class:`DatasetError` saying what to fix.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from adtr_core.data.base import IMAGE_EXTENSIONS, FileDataset, Record
 from adtr_core.data.check import CategoryReport, CheckReport, check_root, format_report
@@ -21,7 +22,14 @@ from adtr_core.data.cifar import (
     save_cifar_batch,
 )
 from adtr_core.data.confetti import ConfettiDataset, confetti_noise
-from adtr_core.data.demo import DEFECT_TYPES, DEMO_CATEGORIES, DemoConfig, build_demo, ensure_demo
+from adtr_core.data.demo import (
+    DEFECT_TYPES,
+    DEMO_CATEGORIES,
+    DemoConfig,
+    build_demo,
+    ensure_demo,
+    is_demo_build,
+)
 from adtr_core.data.digits import DIGIT_CLASSES, load_digits_split
 from adtr_core.data.errors import DatasetError
 from adtr_core.data.folder import FolderDataset
@@ -60,6 +68,7 @@ __all__ = [
     "check_root",
     "confetti_noise",
     "ensure_demo",
+    "is_demo_build",
     "format_report",
     "list_categories",
     "load_cifar10",
@@ -121,6 +130,8 @@ def open_dataset(
             ``"digits"``: one-class scikit-learn digits (``test_fraction``, ``seed`` keywords);
             ``"demo"``: :class:`MVTecDataset` on :func:`ensure_demo` (``root`` default
             ``paths.demo_root()``; ``seed`` and ``config`` (a :class:`DemoConfig`) keywords;
+            a ``root`` holding a finished build of any seed is used as it is unless
+            ``seed`` or ``config`` are given;
             ``image_size`` is the size the images are read at, not built at), ``category``
             in ``DEMO_CATEGORIES``.
         root: data root (see above).
@@ -146,10 +157,14 @@ def open_dataset(
     if source == "mvtec":
         return MVTecDataset(root, category, split, size, **kw)  # type: ignore[arg-type]
     if source == "demo":
+        explicit = "seed" in kw or "config" in kw
         seed = kw.pop("seed", 0)
         config = kw.pop("config", None)
         demo_kw = {k: kw.pop(k) for k in list(kw) if k in DemoConfig.__dataclass_fields__}
-        demo_root = ensure_demo(root, seed=seed, config=config, **demo_kw)
+        if root is not None and not (explicit or demo_kw) and is_demo_build(root):
+            demo_root = Path(root)  # a finished build (`adtr data demo --seed N`): use it as is
+        else:
+            demo_root = ensure_demo(root, seed=seed, config=config, **demo_kw)
         return MVTecDataset(demo_root, category, split, size, **kw)  # type: ignore[arg-type]
     if source == "folder":
         normal_dir = kw.pop("normal_dir", root)

@@ -4,18 +4,25 @@ No MVTec AD ships with the package, but scikit-image ships three real 512x512
 grayscale texture photographs (``skimage.data.brick``, ``grass``, ``gravel``; CC0
 licensed). :func:`build_demo` turns each into one MVTec-style category:
 
-* ``train/good``: crops from the top ``train_fraction`` of the photograph (random
+* ``train/good``: crops from the bottom ``train_fraction`` of the photograph (random
   positions, flips, small rotations), resampled to ``image_size``;
-* ``test/good``: crops from the disjoint bottom part, made the same way;
-* ``test/<defect>`` + ``ground_truth/<defect>/<name>_mask.png``: further bottom-part
-  crops with one synthetic defect each, of varied size, shape and contrast, subtle
-  ones included:
+* ``test/good``: crops from the disjoint top part, made the same way;
+* ``test/<defect>`` + ``ground_truth/<defect>/<name>_mask.png``: further top-part crops
+  with one synthetic defect each, of varied size, shape and strength. Strengths are set
+  relative to the standard deviation of the crop, so a defect is as hard to see on busy
+  grass as on flat brick, and most defects change the texture rather than the image's
+  overall brightness (what a per-pixel comparison with the mean image would see):
 
-  - ``scratch``: a thin random polyline, darker or lighter than the surface;
-  - ``stain``: a smooth irregular blob with changed brightness and contrast, soft edges;
+  - ``scratch``: a random polyline (3-8 px wide at 256 px) that wipes out the texture
+    under it and is 1-2 standard deviations darker or lighter;
+  - ``stain``: a smear, an irregular blob with soft edges where the texture is blurred and
+    washed out to 0-40 % of its contrast, its brightness within half a standard deviation;
   - ``hole``: a dark irregular region with a faint trace of texture and a shaded rim;
-  - ``foreign``: an irregular patch of another texture photograph, brightness-matched
-    or not.
+  - ``foreign``: an irregular patch of another texture photograph, brightness- and
+    contrast-matched half of the time.
+
+Bottom for training and top for testing (rather than the reverse) because, in all three
+photographs, crops from the top are then the least distinguishable from the training crops.
 
 The result is read by :class:`~adtr_core.data.mvtec.MVTecDataset` like MVTec AD. All
 randomness comes from ``seed``: the same seed and parameters give byte-identical files.
@@ -43,7 +50,7 @@ from adtr_core.data.errors import DatasetError
 DEMO_CATEGORIES = ("brick", "grass", "gravel")
 DEFECT_TYPES = ("scratch", "stain", "hole", "foreign")
 MARKER = ".adtr_demo.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,11 @@ class DemoConfig:
     image_size: int = 256  # side of the saved PNGs and masks
     crop_size: int = 160  # side of the square taken from the 512x512 photograph, then resampled
     n_train: int = 60  # training images per category
-    n_test_good: int = 10  # normal test images per category
-    n_per_defect: int = 5  # defective test images per defect type and category
+    n_test_good: int = 20  # normal test images per category
+    n_per_defect: int = 8  # defective test images per defect type and category
     categories: tuple[str, ...] = DEMO_CATEGORIES
     defects: tuple[str, ...] = DEFECT_TYPES
-    train_fraction: float = 0.6  # top share of the photograph's rows for training crops
+    train_fraction: float = 0.6  # bottom share of the photograph's rows for training crops
     max_rotation: float = 5.0  # degrees; crops are rotated uniformly in +-max_rotation
     flips: bool = True  # random horizontal and vertical flips
 
@@ -90,11 +97,11 @@ class DemoConfig:
 
     @property
     def train_rows(self) -> tuple[int, int]:
-        return 0, int(round(512 * self.train_fraction))
+        return 512 - int(round(512 * self.train_fraction)), 512
 
     @property
     def test_rows(self) -> tuple[int, int]:
-        return int(round(512 * self.train_fraction)), 512
+        return 0, 512 - int(round(512 * self.train_fraction))
 
 
 def photograph(name: str) -> np.ndarray:
@@ -154,11 +161,11 @@ def _scratch(
     pts = [rng.uniform(0.2 * size, 0.8 * size, 2)]
     for _ in range(n_points - 1):
         heading += rng.normal(0, 0.6)
-        step = rng.uniform(12, 45) * scale
+        step = rng.uniform(15, 45) * scale
         pts.append(
             np.clip(pts[-1] + step * np.array([np.cos(heading), np.sin(heading)]), 2, size - 3)
         )
-    width = max(1, int(round(rng.uniform(1, 4) * scale)))
+    width = max(1, int(round(rng.uniform(3, 8) * scale)))
     canvas = Image.new("L", (size, size), 0)
     ImageDraw.Draw(canvas).line(
         [tuple(p.tolist()) for p in pts], fill=255, width=width, joint="curve"
@@ -166,27 +173,34 @@ def _scratch(
     mask = np.asarray(canvas) > 0
     soft = ndimage.gaussian_filter(mask.astype(np.float32), 0.6)
     soft = np.maximum(soft / max(soft.max(), 1e-6), mask * 0.8)
-    delta = rng.choice([-1.0, 1.0]) * rng.uniform(18, 75)  # subtle to strong, darker or lighter
-    return img + delta * soft, mask
+    # The groove wipes out the texture under it and is darker or lighter than the surface,
+    # by 1 to 2 standard deviations of the texture: subtle on busy textures, clear on flat.
+    groove = ndimage.gaussian_filter(img, 3.0 * scale)
+    groove += rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 2.0) * img.std()
+    return img * (1 - soft) + groove * soft, mask
 
 
 def _stain(
     img: np.ndarray, rng: np.random.Generator, scale: float, **_
 ) -> tuple[np.ndarray, np.ndarray]:
-    region = _blob(img.shape[0], rng.uniform(12, 45) * scale, rng)
-    alpha = ndimage.gaussian_filter(region.astype(np.float32), rng.uniform(2.0, 5.0) * scale)
+    region = _blob(img.shape[0], rng.uniform(18, 45) * scale, rng)
+    alpha = ndimage.gaussian_filter(region.astype(np.float32), rng.uniform(2.0, 4.0) * scale)
     alpha /= max(alpha.max(), 1e-6)
     mean = float(img[region].mean())
-    contrast = rng.uniform(0.35, 1.3)
-    shift = rng.choice([-1.0, 1.0]) * rng.uniform(10, 45)
-    target = mean + (img - mean) * contrast + shift
+    # A smear: the texture under it is blurred and washed out (its contrast falls to 0-40 %)
+    # and its brightness shifts by at most half a standard deviation, so the brightness and
+    # contrast of the whole image hardly change.
+    contrast = rng.uniform(0.0, 0.4)
+    shift = rng.uniform(-0.5, 0.5) * img.std()
+    smeared = ndimage.gaussian_filter(img, rng.uniform(1.5, 4.0) * scale)
+    target = mean + (smeared - mean) * contrast + shift
     return img * (1 - alpha) + target * alpha, alpha >= 0.5
 
 
 def _hole(
     img: np.ndarray, rng: np.random.Generator, scale: float, **_
 ) -> tuple[np.ndarray, np.ndarray]:
-    region = _blob(img.shape[0], rng.uniform(7, 30) * scale, rng)
+    region = _blob(img.shape[0], rng.uniform(8, 30) * scale, rng)
     inside = ndimage.gaussian_filter(region.astype(np.float32), 0.8)
     rim = np.clip(ndimage.gaussian_filter(region.astype(np.float32), 3.0 * scale) - inside, 0, 1)
     dark = rng.uniform(10, 80)  # from black to a faint darkening
@@ -204,7 +218,7 @@ def _foreign(
     cfg: DemoConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     size = img.shape[0]
-    region = _blob(size, rng.uniform(12, 45) * scale, rng)
+    region = _blob(size, rng.uniform(15, 45) * scale, rng)
     other = others[int(rng.integers(len(others)))]
     src = Image.fromarray(other, mode="F")
     zoom = rng.uniform(0.7, 1.4) * cfg.image_size / cfg.crop_size
@@ -345,6 +359,12 @@ def _replace_dir(src: Path, dst: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def is_demo_build(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a finished demo build of this format (any seed and parameters)."""
+    marker = _read_marker(Path(root).expanduser())
+    return marker is not None and marker.get("format") == FORMAT_VERSION
 
 
 def is_complete(
