@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -447,6 +448,9 @@ def run_experiment(
     def eval_fn(m: nn.Module) -> dict[str, float]:
         return evaluate_features(m, test_f, scoring)[0]
 
+    train_sets = [train_f] if cfg.loss == "norm" else [train_f, anom_f]
+    fingerprint = data_fingerprint(*train_sets)
+    set_aside_stale_checkpoint(out / "checkpoint.pt", fingerprint)
     trainer = Trainer(
         model,
         make_loss_fn(cfg),
@@ -454,7 +458,7 @@ def run_experiment(
         cfg.train_config(device, progress=progress),
         eval_fn=eval_fn if cfg.eval_every else None,
         checkpoint_path=out / "checkpoint.pt",
-        checkpoint_extra={"config": cfg.to_dict()},
+        checkpoint_extra={"config": cfg.to_dict(), "train_data": fingerprint},
     )
     history = pd.DataFrame(trainer.fit())
     metrics, scores, maps = evaluate_features(model, test_f, scoring)
@@ -468,6 +472,41 @@ def run_experiment(
     metrics["wall_s"] = round(wall, 2)
     _write_results(out, metrics, history, scores, maps)
     return RunResult(out, cfg, metrics, history, scores, maps, wall_s=wall)
+
+
+def data_fingerprint(*sets: FeatureSet) -> str:
+    """A sha256 of the training features and labels: which data a checkpoint was trained on."""
+    hasher = hashlib.sha256()
+    for fs in sets:
+        hasher.update(fs.features.numpy().tobytes())
+        hasher.update(fs.labels.numpy().tobytes())
+    return hasher.hexdigest()
+
+
+def set_aside_stale_checkpoint(path: Path, fingerprint: str) -> Path | None:
+    """Move ``path`` aside when it was trained on other data (e.g. a rebuilt demo set).
+
+    The run's name hashes its config, not the files the data set holds; a checkpoint from
+    other training data must not be resumed. It is renamed, not deleted, to
+    ``checkpoint.stale-<its data fingerprint>.pt``. Checkpoints without a fingerprint
+    (older runs) are resumed as before.
+
+    Returns:
+        the new path of the moved checkpoint, or None when nothing was moved.
+    """
+    if not path.exists():
+        return None
+    stored = (load_checkpoint(path).get("extra") or {}).get("train_data")
+    if stored is None or stored == fingerprint:
+        return None
+    stale = path.with_name(f"{path.stem}.stale-{stored[:12]}{path.suffix}")
+    path.replace(stale)
+    warnings.warn(
+        f"{path} was trained on other data than this run's (the data set changed since); it "
+        f"was moved to {stale.name} and the run starts afresh",
+        stacklevel=2,
+    )
+    return stale
 
 
 def _write_results(out: Path, metrics, history: pd.DataFrame, scores: pd.DataFrame, maps) -> None:

