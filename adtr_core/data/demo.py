@@ -9,9 +9,9 @@ licensed). :func:`build_demo` turns each into one MVTec-style category:
 * ``test/good``: crops from the disjoint top part, made the same way;
 * ``test/<defect>`` + ``ground_truth/<defect>/<name>_mask.png``: further top-part crops
   with one synthetic defect each, of varied size, shape and strength. Strengths are set
-  relative to the standard deviation of the crop, so a defect is as hard to see on busy
-  grass as on flat brick, and most defects change the texture rather than the image's
-  overall brightness (what a per-pixel comparison with the mean image would see):
+  relative to the standard deviation of the crop (busy grass gets stronger defects than
+  flat brick), and most defects change the texture rather than the image's overall
+  brightness (what a per-pixel comparison with the mean image would see):
 
   - ``scratch``: a random polyline (3-8 px wide at 256 px) that wipes out the texture
     under it and is 1-2 standard deviations darker or lighter;
@@ -21,8 +21,11 @@ licensed). :func:`build_demo` turns each into one MVTec-style category:
   - ``foreign``: an irregular patch of another texture photograph, brightness- and
     contrast-matched half of the time.
 
-Bottom for training and top for testing (rather than the reverse) because, in all three
-photographs, crops from the top are then the least distinguishable from the training crops.
+Bottom for training and top for testing rather than the reverse: then normal test crops are
+harder to tell from training crops by their nearest-neighbour feature distance (AUROC of
+held-out training crops against test crops, Lite0 features: brick / grass / gravel 0.58 /
+0.80 / 0.68, against 0.72 / 0.89 / 0.79 the other way round), so less of a test image's
+score comes from where in the photograph it was cut.
 
 The result is read by :class:`~adtr_core.data.mvtec.MVTecDataset` like MVTec AD. All
 randomness comes from ``seed``: the same seed and parameters give byte-identical files.
