@@ -82,3 +82,14 @@ def test_notebooks_that_share_runs_keep_equal_run_settings(profile):
         other = profile_params(profile, section)
         drift = {k: (base.get(k), other.get(k)) for k in RUN_KEYS if base.get(k) != other.get(k)}
         assert not drift, f"{profile}: {section} differs from 02_train_category: {drift}"
+
+
+def test_run_notebooks_default_to_the_quick_profile():
+    """Opened in JupyterLab and run as they are, 02-04 train what `make figures` trains."""
+    from adtr_core.pipeline import declared_parameters
+
+    for section in ("02_train_category", "03_detection_localization_tables", "04_score_maps"):
+        declared = declared_parameters(paths.notebooks_dir() / f"{section}.ipynb")
+        quick = profile_params("quick", section)
+        drift = {k: (declared.get(k), quick[k]) for k in RUN_KEYS if declared.get(k) != quick[k]}
+        assert not drift, f"{section}: parameters cell differs from the quick profile: {drift}"
