@@ -44,7 +44,7 @@ def train_config(args: argparse.Namespace):
         "seed": args.seed,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    if args.data_root is not None and args.data is None and values.get("data") == "demo":
+    if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
         values["data"] = "mvtec"  # a root without --data means the MVTec AD layout
     values.update(_parse_set(args.set))
     return ExperimentConfig.from_dict(values)
@@ -197,9 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
-        choices=["demo", "mvtec", "folder", "cifar10", "digits"],
+        choices=["auto", "mvtec", "demo", "folder", "cifar10", "digits"],
         default=None,
-        help="data source (default: the profile's, i.e. the embedded demo textures)",
+        help="data source (default: the profile's, auto: MVTec AD from MVTEC_ROOT, else the "
+        "embedded real bottle category; demo: the synthetic-defect textures)",
     )
     p.add_argument("--data-root", default=None, help="dataset root, e.g. the MVTec AD folder")
     p.add_argument("--category", default=None, help="category (MVTec) or normal class (one-class)")
@@ -237,7 +238,9 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
 
     p = sub.add_parser("data", help="build the demo data or check a dataset root")
     data_sub = p.add_subparsers(dest="data_command", required=True)
-    d = data_sub.add_parser("demo", help="build the embedded default data (MVTec AD layout)")
+    d = data_sub.add_parser(
+        "demo", help="build the demo textures (synthetic defects, MVTec AD layout)"
+    )
     d.add_argument("--out", required=True)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_data_demo)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -57,8 +58,9 @@ class ExperimentConfig:
     """Everything one run depends on. Defaults are the paper's settings (METHOD.md §4)."""
 
     # --- data ---
-    data: str = "demo"  # demo | mvtec | folder | cifar10 | digits
-    data_root: str | None = None  # None: the embedded demo data, or MVTEC_ROOT / CIFAR_ROOT
+    # auto: MVTec AD (MVTEC_ROOT, else the embedded bottle category), else the demo textures
+    data: str = "auto"  # auto | mvtec | demo | folder | cifar10 | digits
+    data_root: str | None = None  # None: MVTEC_ROOT / CIFAR_ROOT, else the embedded data
     category: str | None = None  # MVTec category, or the normal class for one-class data
     image_size: int = 256  # the paper: 256 (MVTec, 16x16 grid); one-class data is upsampled
     # --- backbone ---
@@ -74,6 +76,11 @@ class ExperimentConfig:
     dim_feedforward: int = 1024
     dropout: float = 0.1
     # --- training ---
+    # The budget: with steps None, epochs and lr_milestones count epochs (the paper's 500 and
+    # 400). With steps set, they count optimiser steps whatever the training set's size:
+    # epochs = ceil(steps / batches per epoch), milestones converted the same way, so a
+    # category of 60 images trains as many steps as one of 391.
+    steps: int | None = None
     epochs: int = 500
     batch_size: int = 16
     lr: float = 1e-4
@@ -102,6 +109,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self.stages = tuple(int(s) for s in self.stages)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        if self.data == "auto":
+            self.data = "mvtec" if paths.default_mvtec_root() is not None else "demo"
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
         if self.loss not in LOSSES:
@@ -127,14 +136,37 @@ class ExperimentConfig:
                 f"unknown {what} {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
             )
 
-    def train_config(self, device: str | torch.device = "cpu", **overrides: Any) -> TrainConfig:
-        """The trainer settings of this experiment (``overrides`` replace any of them)."""
+    def epoch_budget(self, num_train: int) -> tuple[int, tuple[int, ...]]:
+        """Epochs and lr milestones (in epochs) of training on ``num_train`` samples.
+
+        With ``steps`` None these are ``epochs`` and ``lr_milestones``; with ``steps`` set,
+        the step counts are turned into epochs of ``ceil(num_train / batch_size)`` batches
+        (the trainer keeps the last, smaller batch), rounding up.
+        """
+        if self.steps is None:
+            return self.epochs, self.lr_milestones
+        batches = max(1, math.ceil(num_train / self.batch_size))
+        epochs = max(1, math.ceil(self.steps / batches))
+        return epochs, tuple(max(1, math.ceil(m / batches)) for m in self.lr_milestones)
+
+    def train_config(
+        self, device: str | torch.device = "cpu", num_train: int | None = None, **overrides: Any
+    ) -> TrainConfig:
+        """The trainer settings of this experiment (``overrides`` replace any of them).
+
+        Args:
+            device: the training device.
+            num_train: training-set size; needed when the budget is given in ``steps``.
+        """
+        if self.steps is not None and num_train is None:
+            raise ValueError("a budget in steps needs num_train (the training-set size)")
+        epochs, milestones = self.epoch_budget(num_train or 0)
         values = dict(
-            epochs=self.epochs,
+            epochs=epochs,
             batch_size=self.batch_size,
             lr=self.lr,
             weight_decay=self.weight_decay,
-            lr_milestones=self.lr_milestones,
+            lr_milestones=milestones,
             lr_gamma=self.lr_gamma,
             grad_clip=self.grad_clip,
             seed=self.seed,
@@ -192,6 +224,8 @@ def resolve_category(cfg: ExperimentConfig) -> str:
 
         return DEMO_CATEGORIES[0]
     root = _data_root(cfg)
+    if root is None and cfg.data == "mvtec":
+        root = paths.default_mvtec_root()
     found = sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir()) if root else []
     if not found:
         raise ValueError(f"no category folders with a train/ folder under {root}: pass --category")
@@ -455,7 +489,7 @@ def run_experiment(
         model,
         make_loss_fn(cfg),
         train_data,
-        cfg.train_config(device, progress=progress),
+        cfg.train_config(device, num_train=len(train_data), progress=progress),
         eval_fn=eval_fn if cfg.eval_every else None,
         checkpoint_path=out / "checkpoint.pt",
         checkpoint_extra={"config": cfg.to_dict(), "train_data": fingerprint},
@@ -628,29 +662,38 @@ def predict_images(
     return table
 
 
+EMBEDDED_NOTE = (
+    "data: the embedded MVTec AD bottle category (real images; set MVTEC_ROOT for all 15)"
+)
+DEMO_NOTE = "data: the demo textures (synthetic defects on real texture photographs)"
+
+
 def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | None, str]:
     """Turn ``"auto"`` into a concrete data source, saying what was chosen and why.
 
     Args:
-        source: ``"auto"`` or a concrete source (``demo``, ``mvtec``, ``cifar10``, ``digits``...).
-        kind: ``"anomaly"`` (MVTec AD, else the demo textures) or ``"one_class"`` (CIFAR-10,
-            else the digits).
+        source: ``"auto"`` or a concrete source (``mvtec``, ``demo``, ``cifar10``, ``digits``...).
+        kind: ``"anomaly"`` (MVTec AD from ``MVTEC_ROOT``, else the embedded bottle category,
+            else the demo textures) or ``"one_class"`` (CIFAR-10, else the digits).
 
     Returns:
-        ``(source, root, note)``: the source, its root (None for embedded data) and one
-        sentence for captions and logs.
+        ``(source, root, note)``: the source, its root (None for embedded data and for
+        roots that come from the environment) and one sentence for captions and logs.
     """
     if source != "auto":
-        root = {"mvtec": paths.mvtec_root(), "cifar10": paths.cifar_root()}.get(source)
-        return source, (str(root) if root else None), f"data: {source}"
+        root = {"cifar10": paths.cifar_root()}.get(source)
+        note = {"demo": DEMO_NOTE}.get(source, f"data: {source}")
+        if source == "mvtec":
+            note = (
+                f"data: MVTec AD at {paths.mvtec_root()}" if paths.mvtec_root() else EMBEDDED_NOTE
+            )
+        return source, (str(root) if root else None), note
     if kind == "anomaly":
         if paths.mvtec_root() is not None:
-            return "mvtec", str(paths.mvtec_root()), f"data: MVTec AD at {paths.mvtec_root()}"
-        return (
-            "demo",
-            None,
-            ("data: the embedded demo textures (MVTec AD is not configured: set MVTEC_ROOT)"),
-        )
+            return "mvtec", None, f"data: MVTec AD at {paths.mvtec_root()}"
+        if paths.default_mvtec_root() is not None:
+            return "mvtec", None, EMBEDDED_NOTE
+        return "demo", None, DEMO_NOTE + " (the embedded MVTec AD copy is missing)"
     if kind == "one_class":
         if paths.cifar_root() is not None:
             return "cifar10", str(paths.cifar_root()), f"data: CIFAR-10 at {paths.cifar_root()}"
@@ -662,6 +705,31 @@ def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | 
     raise ValueError(f"unknown data kind {kind!r}: choose anomaly or one_class")
 
 
+def resolve_data_sources(source: str) -> list[tuple[str, str | None, str]]:
+    """The anomaly-detection data sources a table over "every category" covers.
+
+    ``"auto"`` without ``MVTEC_ROOT`` is the embedded real bottle category *and* the demo
+    textures (the unaligned contrast); with ``MVTEC_ROOT`` it is MVTec AD alone. Any other
+    source is itself. Items are those of :func:`resolve_data_source`.
+    """
+    first = resolve_data_source(source, "anomaly")
+    if source == "auto" and paths.mvtec_root() is None and first[0] == "mvtec":
+        return [first, resolve_data_source("demo")]
+    return [first]
+
+
+DATA_KINDS = {
+    "mvtec": "real (MVTec AD)",
+    "demo": "synthetic defects (demo texture)",
+    "folder": "own images",
+}
+
+
+def data_kind(source: str) -> str:
+    """What kind of data a source is, for tables: real MVTec AD, synthetic defects, ..."""
+    return DATA_KINDS.get(source, source)
+
+
 def list_categories(source: str, root: str | None = None) -> list[str]:
     """The categories (or normal classes) of a data source, in a stable order."""
     if source == "demo":
@@ -670,6 +738,8 @@ def list_categories(source: str, root: str | None = None) -> list[str]:
         return list(DEMO_CATEGORIES)
     if source in ONE_CLASS_SOURCES:
         return [str(c) for c in range(10)]
+    if root is None and source == "mvtec":
+        root = paths.default_mvtec_root()
     if root is None:
         raise ValueError(f"data source {source!r} needs a root folder (--data-root)")
     from adtr_core.data.mvtec import MVTEC_CATEGORIES

@@ -51,9 +51,9 @@ MASK_SUFFIX = "_mask"
 
 
 def resolve_mvtec_root(root: str | os.PathLike | None) -> Path:
-    """``root``, else ``$MVTEC_ROOT``; raise a :class:`DatasetError` saying how to get the data."""
+    """``root``, else ``$MVTEC_ROOT``, else the embedded copy (bottle); else a :class:`DatasetError`."""
     if root is None:
-        root = paths.mvtec_root()
+        root = paths.default_mvtec_root()
     if root is None:
         raise DatasetError(
             "No MVTec AD root given. MVTec AD comes from " + MVTEC_URL + " (download and extract "
@@ -94,6 +94,12 @@ def category_dir(root: Path, category: str) -> Path:
     folder = root / category
     if not ((folder / "train").is_dir() or (folder / "test").is_dir()):
         found = list_categories(root)
+        if Path(root).resolve() == paths.embedded_mvtec_root().resolve():
+            raise DatasetError(
+                f"Unknown category {category!r}: the embedded MVTec AD copy holds only "
+                f"{', '.join(found) or 'nothing'}. For the other categories download MVTec AD "
+                f"from {MVTEC_URL}, extract it and set MVTEC_ROOT=DIR (or pass --data-root DIR)."
+            )
         raise DatasetError(
             f"Unknown category {category!r}: {folder} has no train/ or test/ folder. "
             f"Categories found under {root}: {found or 'none'}. "
@@ -162,7 +168,8 @@ class MVTecDataset(FileDataset):
     grayscale images become RGB.
 
     Args:
-        root: folder holding the category folders; None reads ``$MVTEC_ROOT``.
+        root: folder holding the category folders; None reads ``$MVTEC_ROOT``, else the
+            embedded copy of the ``bottle`` category (``paths.embedded_mvtec_root()``).
         category: category folder name (e.g. ``"bottle"``; any name present in ``root``).
         split: ``"train"`` (``train/good``, all label 0) or ``"test"`` (``test/*``).
         image_size: side S of the returned square images and masks.
