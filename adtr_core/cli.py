@@ -15,6 +15,14 @@ import sys
 import yaml
 
 
+def _literal(raw: str):
+    """A flag's value as YAML reads it; its type and range are checked with the config's."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def _parse_set(pairs: list[str]) -> dict:
     values = {}
     for pair in pairs:
@@ -120,7 +128,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_checkpoint(args.checkpoint, args.data_root, args.category, args.device)
     _print_metrics(metrics)
     if args.json:
-        print(json.dumps(metrics, indent=2, default=str))
+        from adtr_core.experiment import metrics_for_json
+
+        print(json.dumps(metrics_for_json(metrics), indent=2, default=str))
     return 0
 
 
@@ -272,10 +282,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="auto | random | timm | PATH to a state dict (e.g. EfficientNet-B4)",
     )
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--epochs", type=_literal, default=None)
+    p.add_argument("--image-size", type=_literal, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_literal, default=None)
     p.add_argument(
         "--set",
         action="append",
@@ -345,10 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as err:
         # Bad input gets one clear line, not a traceback.
         print(f"adtr: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("adtr: interrupted (a results folder keeps its last checkpoint)", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = saved
 

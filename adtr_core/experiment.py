@@ -8,15 +8,18 @@ the one ``train.Trainer`` with a loss from ``losses``, and ``scoring`` plus
 
 A results folder is named after its config and holds::
 
-    config.json        the resolved ExperimentConfig
+    config.json        the resolved ExperimentConfig (written last, with the results)
     checkpoint.pt      model + optimiser state, loadable with weights_only=True
     history.csv        one row per epoch (loss, lr, time, periodic metrics)
-    metrics.json       image_auroc, pixel_auroc, pixel_aupro (+ category, counts)
+    metrics.json       image_auroc, pixel_auroc, pixel_aupro (+ category, counts); an
+                       absent metric (no pixel masks, say) is null and listed under "absent"
     scores.csv         per test image: path, defect, label, image score
     score_maps.npz     per test image score maps (float16), when the data has masks
 
 Re-running the same config resumes from ``checkpoint.pt``; a finished run is
-re-evaluated from its checkpoint without training again.
+re-evaluated from its checkpoint without training again. A different config in the same
+folder is refused (:mod:`adtr_core.results_folder`). Every value of a config is checked
+against its field's type and range when it is built (:meth:`ExperimentConfig.check_values`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import hashlib
 import json
 import math
 import numbers
+import os
 import re
 import time
 import types
@@ -126,8 +130,8 @@ def _type_error(annotation: Any, value: Any) -> str | None:
     if annotation is float:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         return None if ok and math.isfinite(float(value)) else "a finite number"
-    if annotation is str:
-        return None if isinstance(value, str) else "a string"
+    if annotation is str:  # paths may come as Path objects from Python
+        return None if isinstance(value, str | os.PathLike) else "a string"
     return None
 
 
@@ -220,6 +224,8 @@ class ExperimentConfig:
             if name not in hints:
                 continue
             problem = _type_error(hints[name], value)
+            if name == "category" and isinstance(value, numbers.Integral):
+                problem = None  # a one-class protocol's normal class may be given as a number
             if problem is None and value is not None and name in _RANGES:
                 test, expected = _RANGES[name]
                 if not test(value):
