@@ -15,13 +15,25 @@ import sys
 import yaml
 
 
+def _literal(raw: str):
+    """A flag's value as YAML reads it; its type and range are checked with the config's."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def _parse_set(pairs: list[str]) -> dict:
     values = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
+            raise ValueError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+        try:
+            values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0]
+            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({first})") from None
     return values
 
 
@@ -46,27 +58,68 @@ def train_config(args: argparse.Namespace):
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
         values["data"] = "mvtec"  # a root without --data means the MVTec AD layout
+    values.update(_folder_values(args, values))
     values.update(_parse_set(args.set))
+    ExperimentConfig.check_values(values)  # every value, before any work
     return ExperimentConfig.from_dict(values)
+
+
+def _folder_values(args: argparse.Namespace, values: dict) -> dict:
+    """``--normal/--anomalous/--masks/--test-normal`` as config fields (``data="folder"``)."""
+    folders = {
+        "data_root": getattr(args, "normal", None),
+        "anomalous_dir": getattr(args, "anomalous", None),
+        "mask_dir": getattr(args, "masks", None),
+        "test_normal_dir": getattr(args, "test_normal", None),
+    }
+    given = {k: v for k, v in folders.items() if v is not None}
+    if not given:
+        if args.data == "folder":
+            raise ValueError(
+                "--data folder needs --normal DIR (normal training images) and --anomalous DIR "
+                "and/or --test-normal DIR (test images); --masks DIR is optional"
+            )
+        return {}
+    if args.data not in (None, "folder"):
+        raise ValueError(
+            f"--normal/--anomalous/--masks/--test-normal are for --data folder, not --data "
+            f"{args.data}"
+        )
+    if "data_root" not in given:
+        raise ValueError("--data folder needs --normal DIR: the folder of normal training images")
+    if args.data_root is not None:
+        raise ValueError("--data folder takes --normal DIR instead of --data-root")
+    if "anomalous_dir" not in given and "test_normal_dir" not in given:
+        raise ValueError("--data folder needs --anomalous DIR and/or --test-normal DIR to test on")
+    return {"data": "folder", **given}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from adtr_core.experiment import run_experiment
 
     cfg = train_config(args)
-    result = run_experiment(cfg, out_dir=args.out, progress=not args.quiet)
+    result = run_experiment(
+        cfg, out_dir=args.out, progress=not args.quiet, overwrite=args.overwrite
+    )
     print(f"results: {result.out_dir}")
     _print_metrics(result.metrics)
     return 0
 
 
 def _print_metrics(metrics: dict) -> None:
+    import math
+
+    from adtr_core.experiment import absence_reason
+
     for key in ("category", "image_auroc", "pixel_auroc", "pixel_aupro"):
         if key in metrics:
             value = metrics[key]
-            print(
-                f"  {key:12s} {value:.4f}" if isinstance(value, float) else f"  {key:12s} {value}"
-            )
+            if isinstance(value, float) and math.isnan(value):
+                print(f"  {key:12s} absent: {absence_reason(key, metrics)}")
+            elif isinstance(value, float):
+                print(f"  {key:12s} {value:.4f}")
+            else:
+                print(f"  {key:12s} {value}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -75,16 +128,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_checkpoint(args.checkpoint, args.data_root, args.category, args.device)
     _print_metrics(metrics)
     if args.json:
-        print(json.dumps(metrics, indent=2, default=str))
+        from adtr_core.experiment import metrics_for_json
+
+        print(json.dumps(metrics_for_json(metrics), indent=2, default=str))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from adtr_core.experiment import predict_images
+    from adtr_core.predict import OK, predict_images
 
     table = predict_images(args.checkpoint, args.input, args.out, device=args.device)
-    print(table.to_string(index=False))
+    print(table[["path", "score", "status"]].to_string(index=False))
+    failed = int((table["status"] != OK).sum())
     print(f"scores and overlays written to {args.out}")
+    if failed:
+        print(
+            f"adtr: error: {failed} of {len(table)} image(s) could not be read (listed above "
+            "and in scores.csv)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -160,7 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train and evaluate one category; write a results folder")
     _add_run_arguments(p)
+    _add_folder_arguments(p)
     p.add_argument("--out", default=None, help="results folder (default: runs/<config name>)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="move a previous run in --out aside (to <out>.replaced-<time>/) and start afresh",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -214,10 +283,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="auto | random | timm | PATH to a state dict (e.g. EfficientNet-B4)",
     )
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--epochs", type=_literal, default=None)
+    p.add_argument("--image-size", type=_literal, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_literal, default=None)
     p.add_argument(
         "--set",
         action="append",
@@ -226,6 +295,24 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="any ExperimentConfig field, e.g. --set hidden_dim=128 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own images in plain folders (--data folder)")
+    g.add_argument("--normal", default=None, metavar="DIR", help="normal training images")
+    g.add_argument(
+        "--anomalous",
+        default=None,
+        metavar="DIR",
+        help="anomalous test images (flat, or one sub-folder per defect type)",
+    )
+    g.add_argument(
+        "--masks",
+        default=None,
+        metavar="DIR",
+        help="masks of the anomalous images, by file stem (optional: without, image AUROC only)",
+    )
+    g.add_argument("--test-normal", default=None, metavar="DIR", help="normal test images")
 
 
 def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -258,15 +345,36 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"adtr: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as err:
         # Bad input gets one clear line, not a traceback.
-        print(f"adtr: error: {err}", file=sys.stderr)
+        print(f"adtr: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("adtr: interrupted (a results folder keeps its last checkpoint)", file=sys.stderr)
+        return 130
+    finally:
+        warnings.formatwarning = saved
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line; an OSError names its file and cause."""
+    if isinstance(err, OSError) and err.strerror and not isinstance(err, FileNotFoundError):
+        where = f" {err.filename}" if err.filename else ""
+        return f"cannot use{where}: {err.strerror.lower()}"
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

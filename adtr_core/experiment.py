@@ -8,15 +8,18 @@ the one ``train.Trainer`` with a loss from ``losses``, and ``scoring`` plus
 
 A results folder is named after its config and holds::
 
-    config.json        the resolved ExperimentConfig
+    config.json        the resolved ExperimentConfig (written last, with the results)
     checkpoint.pt      model + optimiser state, loadable with weights_only=True
     history.csv        one row per epoch (loss, lr, time, periodic metrics)
-    metrics.json       image_auroc, pixel_auroc, pixel_aupro (+ category, counts)
+    metrics.json       image_auroc, pixel_auroc, pixel_aupro (+ category, counts); an
+                       absent metric (no pixel masks, say) is null and listed under "absent"
     scores.csv         per test image: path, defect, label, image score
     score_maps.npz     per test image score maps (float16), when the data has masks
 
 Re-running the same config resumes from ``checkpoint.pt``; a finished run is
-re-evaluated from its checkpoint without training again.
+re-evaluated from its checkpoint without training again. A different config in the same
+folder is refused (:mod:`adtr_core.results_folder`). Every value of a config is checked
+against its field's type and range when it is built (:meth:`ExperimentConfig.check_values`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
+import os
+import re
 import time
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,21 +44,99 @@ import pandas as pd
 import torch
 from torch import nn
 
-from adtr_core import paths
+from adtr_core import paths, results_folder
 from adtr_core.backbone import BackboneConfig, build_backbone
 from adtr_core.baselines import build_reconstructor
 from adtr_core.data import open_dataset
 from adtr_core.data.confetti import ConfettiDataset
 from adtr_core.features import FeatureSet, extract_features
-from adtr_core.io import atomic_path, read_json, write_json
+from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
 from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
-from adtr_core.metrics import compute_metrics
+from adtr_core.metrics import METRIC_KEYS, compute_metrics
 from adtr_core.scoring import ScoringConfig, score
 from adtr_core.train import TrainConfig, Trainer, load_checkpoint, resolve_device
 
 MODELS = ("adtr", "adtr_no_attention", "adtr_no_query", "cnn")
 LOSSES = ("norm", "px", "img")
 ONE_CLASS_SOURCES = ("cifar10", "cifar100", "digits")
+DATA_SOURCES = ("auto", "demo", "mvtec", "folder", "cifar10", "cifar100", "digits")
+SCORE_MODES = ("max_avgpool", "mean", "std", "max")
+FOLDER_FIELDS = ("anomalous_dir", "mask_dir", "test_normal_dir")
+"""Fields of ``data="folder"`` (``data_root`` is the normal training images' folder)."""
+
+# Allowed values of the constrained fields: (test, what is expected). Types come from the
+# dataclass annotations; these are the ranges and choices on top (checked by check_values).
+_RANGES: dict[str, tuple[Any, str]] = {
+    "data": (lambda v: v in DATA_SOURCES, f"one of {', '.join(DATA_SOURCES)}"),
+    "model": (lambda v: v in MODELS, f"one of {', '.join(MODELS)}"),
+    "loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
+    "anomalies": (lambda v: v in ("confetti", "cifar100"), "confetti or cifar100"),
+    "score_mode": (lambda v: v in SCORE_MODES, f"one of {', '.join(SCORE_MODES)}"),
+    "image_size": (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the stride), >= 16"),
+    "stages": (
+        lambda v: len(v) > 0 and list(v) == sorted(set(v)) and all(1 <= s <= 5 for s in v),
+        "a non-empty increasing list of stages from 1..5, e.g. [1, 2, 3, 4, 5]",
+    ),
+    "hidden_dim": (lambda v: v >= 1, "an integer >= 1"),
+    "num_encoder_layers": (lambda v: v >= 0, "an integer >= 0"),
+    "num_decoder_layers": (lambda v: v >= 1, "an integer >= 1"),
+    "num_heads": (lambda v: v >= 1, "an integer >= 1 that divides hidden_dim"),
+    "dim_feedforward": (lambda v: v >= 1, "an integer >= 1"),
+    "dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "steps": (lambda v: v >= 1, "an integer >= 1 (optimiser steps), or null (count epochs)"),
+    "epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "lr_milestones": (
+        lambda v: all(m >= 0 for m in v),
+        "a list of epochs (steps when steps is set) >= 0, e.g. [400]",
+    ),
+    "lr_gamma": (lambda v: v > 0, "a number > 0"),
+    "grad_clip": (lambda v: v > 0, "a number > 0, or null (no clipping)"),
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    "device": (
+        lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
+        "auto, cpu, cuda or cuda:N",
+    ),
+    "eval_every": (lambda v: v >= 0, "an integer >= 0 (0: only at the end)"),
+    "num_anomalies": (lambda v: v >= 1, "an integer >= 1, or null"),
+    "alpha": (lambda v: v > 0, "a number > 0"),
+    "topk": (lambda v: v >= 1, "an integer >= 1"),
+    "pool_size": (lambda v: v >= 1, "an integer >= 1"),
+    "sigma": (lambda v: v >= 0, "a number >= 0"),
+}
+
+_CHOICE_FIELDS = frozenset({"data", "model", "loss", "anomalies", "score_mode"})
+
+
+def _type_error(annotation: Any, value: Any) -> str | None:
+    """What is wrong with ``value`` for a field annotated ``annotation`` (None: nothing)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        what = [_type_error(a, value) for a in inner]
+        if any(w is None for w in what):
+            return None
+        return what[0] + (", or null" if type(None) in args else "")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return "a list of integers, e.g. [1, 2]"
+        bad = [v for v in value if _type_error(args[0], v) is not None]
+        return "a list of integers, e.g. [1, 2]" if bad else None
+    if annotation is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if annotation is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return None if ok else "an integer"
+    if annotation is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return None if ok and math.isfinite(float(value)) else "a finite number"
+    if annotation is str:  # paths may come as Path objects from Python
+        return None if isinstance(value, str | os.PathLike) else "a string"
+    return None
 
 
 @dataclass
@@ -61,6 +147,10 @@ class ExperimentConfig:
     # auto: MVTec AD (MVTEC_ROOT, else the embedded bottle category), else the demo textures
     data: str = "auto"  # auto | mvtec | demo | folder | cifar10 | digits
     data_root: str | None = None  # None: MVTEC_ROOT / CIFAR_ROOT, else the embedded data
+    # data="folder": data_root holds the normal training images; these the test images
+    anomalous_dir: str | None = None  # anomalous test images (sub-folders: defect types)
+    mask_dir: str | None = None  # their masks, matched by file stem; None: image labels only
+    test_normal_dir: str | None = None  # normal test images
     category: str | None = None  # MVTec category, or the normal class for one-class data
     image_size: int = 256  # the paper: 256 (MVTec, 16x16 grid); one-class data is upsampled
     # --- backbone ---
@@ -107,6 +197,7 @@ class ExperimentConfig:
     sigma: float = 4.0
 
     def __post_init__(self) -> None:
+        self.check_values(dataclasses.asdict(self))
         self.stages = tuple(int(s) for s in self.stages)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         if self.data == "auto":
@@ -124,7 +215,42 @@ class ExperimentConfig:
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
         """Build a config from plain values, rejecting unknown keys with the list of valid ones."""
         cls.check_fields(values)
+        cls.check_values(values)
         return cls(**values)
+
+    @classmethod
+    def check_values(cls, values: dict[str, Any], ignore_unknown: bool = False) -> None:
+        """Check values against their fields' types and ranges before any work is done.
+
+        Only the keys present are checked (notebooks pass their parameters cell; keys
+        that are not fields are refused, or skipped with ``ignore_unknown``), plus the
+        cross-field rule that ``num_heads`` divides ``hidden_dim`` when both are given.
+
+        Raises:
+            ValueError: one line naming the field, the value given and what is expected.
+        """
+        if not ignore_unknown:
+            cls.check_fields(values)
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            if name not in hints:
+                continue
+            problem = _type_error(hints[name], value)
+            if name == "category" and isinstance(value, numbers.Integral):
+                problem = None  # a one-class protocol's normal class may be given as a number
+            if problem is None and value is not None and name in _RANGES:
+                test, expected = _RANGES[name]
+                if not test(value):
+                    problem = expected
+            if problem is not None and name in _CHOICE_FIELDS and isinstance(value, str):
+                raise ValueError(f"unknown {name} {value!r}: choose {problem}")
+            if problem is not None:
+                raise ValueError(f"{name}={value!r} is not valid: expected {problem}")
+        dim, heads = values.get("hidden_dim"), values.get("num_heads")
+        if isinstance(dim, int) and isinstance(heads, int) and heads >= 1 and dim % heads:
+            raise ValueError(
+                f"num_heads={heads!r} is not valid: expected a divisor of hidden_dim={dim}"
+            )
 
     @classmethod
     def check_fields(cls, names, what: str = "experiment parameter(s)") -> None:
@@ -189,11 +315,21 @@ class ExperimentConfig:
             # must not change the name of the runs started from it.
             start = Path(values["init_from"])
             values["init_from"] = start.parent.name if start.suffix == ".pt" else start.name
+        # absent folder fields leave the names of other runs as they were
+        for name in FOLDER_FIELDS:
+            if values[name] is None:
+                del values[name]
         digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         parts = [self.data, str(self.category), self.model, self.backbone]
         if self.loss != "norm":
             parts.append(f"{self.loss}-{self.anomalies}")
         return "-".join(parts).replace("/", "_") + f"-{digest[:8]}"
+
+
+_DEFAULTS = {
+    f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+    for f in dataclasses.fields(ExperimentConfig)
+}
 
 
 @dataclass
@@ -223,6 +359,8 @@ def resolve_category(cfg: ExperimentConfig) -> str:
         from adtr_core.data.demo import DEMO_CATEGORIES
 
         return DEMO_CATEGORIES[0]
+    if cfg.data == "folder":
+        return "folder"
     root = _data_root(cfg)
     if root is None and cfg.data == "mvtec":
         root = paths.default_mvtec_root()
@@ -243,13 +381,23 @@ def _data_root(cfg: ExperimentConfig) -> str | None:
 
 
 def open_split(cfg: ExperimentConfig, split: str):
-    """The train or test dataset of ``cfg`` (items: image, mask, label, defect, path)."""
+    """The train or test dataset of ``cfg`` (items: image, mask, label, defect, path).
+
+    A defect folder of an MVTec-layout category without its ``ground_truth/<defect>/``
+    folder makes the test set image-level (``has_masks`` False: pixel metrics absent).
+    """
+    kw: dict[str, Any] = {}
+    if cfg.data == "folder":
+        kw = {name: getattr(cfg, name) for name in FOLDER_FIELDS}
+    elif cfg.data in ("mvtec", "demo") and split == "test":
+        kw = {"require_masks": "folders"}
     return open_dataset(
         cfg.data,
         root=_data_root(cfg),
         category=resolve_category(cfg),
         split=split,
         image_size=cfg.image_size,
+        **kw,
     )
 
 
@@ -439,24 +587,49 @@ def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train (or resume) and evaluate one configuration; write its results folder.
+
+    The folder belongs to one configuration (:mod:`adtr_core.results_folder`): an equal
+    config resumes or loads the run in it, another is refused before any work, and a
+    second process writing to the same folder stops at its lock. ``config.json`` is
+    written together with the finished results, so it always describes the checkpoint.
 
     Args:
         cfg: the experiment.
         out_dir: the results folder; default ``runs/<cfg.run_name()>``.
         progress: show tqdm progress bars.
+        overwrite: move a previous run in ``out_dir`` aside (``<out_dir>.replaced-<time>/``)
+            and start afresh, whatever its config.
 
     Returns:
         The metrics, history, per-image scores and score maps; also written to ``out_dir``.
+
+    Raises:
+        ConfigMismatchError: ``out_dir`` holds a run of another config (without ``overwrite``).
+        FolderBusyError: another process is writing to ``out_dir``.
+        OutputError: ``out_dir`` cannot be created or written.
     """
     start = time.perf_counter()
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg.to_dict())
+    created = not out.exists()
+    ensure_dir(out, "results folder")
+    try:
+        with results_folder.folder_lock(out):
+            moved = results_folder.claim(out, cfg.to_dict(), _DEFAULTS, overwrite=overwrite)
+            if moved is not None:
+                warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=2)
+            return _train_and_evaluate(cfg, out, progress, start)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before its first checkpoint leaves no folder
 
+
+def _train_and_evaluate(cfg: ExperimentConfig, out: Path, progress: bool, start: float):
+    category = cfg.category
     device = resolve_device(cfg.device)
     backbone = build_feature_extractor(cfg).to(device)
     train_ds, test_ds = open_split(cfg, "train"), open_split(cfg, "test")
@@ -504,7 +677,7 @@ def run_experiment(
     )
     wall = time.perf_counter() - start
     metrics["wall_s"] = round(wall, 2)
-    _write_results(out, metrics, history, scores, maps)
+    _write_results(out, cfg, metrics, history, scores, maps)
     return RunResult(out, cfg, metrics, history, scores, maps, wall_s=wall)
 
 
@@ -543,7 +716,9 @@ def set_aside_stale_checkpoint(path: Path, fingerprint: str) -> Path | None:
     return stale
 
 
-def _write_results(out: Path, metrics, history: pd.DataFrame, scores: pd.DataFrame, maps) -> None:
+def _write_results(
+    out: Path, cfg: ExperimentConfig, metrics, history: pd.DataFrame, scores: pd.DataFrame, maps
+) -> None:
     with atomic_path(out / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
     with atomic_path(out / "scores.csv") as tmp:
@@ -551,7 +726,43 @@ def _write_results(out: Path, metrics, history: pd.DataFrame, scores: pd.DataFra
     if maps is not None:
         with atomic_path(out / "score_maps.npz") as tmp:
             np.savez_compressed(tmp, maps=maps)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics_for_json(metrics))
+    write_json(out / "config.json", cfg.to_dict())  # last: it marks the run as finished
+
+
+def metrics_for_json(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with absent (NaN) metrics written as null and listed under ``absent``."""
+    out = dict(metrics)
+    absent = {}
+    for key in METRIC_KEYS:
+        value = out.get(key)
+        if isinstance(value, float) and math.isnan(value):
+            out[key] = None
+            absent[key] = absence_reason(key, metrics)
+    if absent:
+        out["absent"] = absent
+    return out
+
+
+def absence_reason(key: str, metrics: dict[str, Any]) -> str:
+    """Why a metric of ``metrics`` is absent, in a few words."""
+    if key != "image_auroc":
+        return metrics.get("pixel_note") or "the test set has no pixel masks (image labels only)"
+    n, n_anom = metrics.get("num_test"), metrics.get("num_test_anomalous")
+    if n is not None and n_anom == 0:
+        return "the test set has no anomalous images"
+    if n is not None and n_anom == n:
+        return "the test set has no normal images"
+    return "undefined on this test set"
+
+
+def metrics_from_json(stored: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`metrics_for_json`: absent metrics are NaN again."""
+    out = {k: v for k, v in stored.items() if k != "absent"}
+    for key in METRIC_KEYS:
+        if key in out and out[key] is None:
+            out[key] = math.nan
+    return out
 
 
 def load_result(out_dir: str | Path) -> RunResult:
@@ -563,7 +774,7 @@ def load_result(out_dir: str | Path) -> RunResult:
     return RunResult(
         out_dir=out,
         config=ExperimentConfig.from_dict(read_json(out / "config.json")),
-        metrics=read_json(out / "metrics.json"),
+        metrics=metrics_from_json(read_json(out / "metrics.json")),
         history=pd.read_csv(out / "history.csv"),
         scores=pd.read_csv(out / "scores.csv"),
         score_maps=np.load(maps_file)["maps"] if maps_file.is_file() else None,
@@ -588,78 +799,6 @@ def evaluate_checkpoint(
     metrics, _, _ = evaluate_features(model, test_f, scoring_config(cfg))
     metrics["category"] = resolve_category(cfg)
     return metrics
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def _image_files(target: str | Path) -> list[Path]:
-    target = Path(target)
-    if target.is_file():
-        return [target]
-    if target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            return files
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {target}")
-    raise FileNotFoundError(f"{target} is neither an image file nor a folder")
-
-
-def _load_image(path: Path, size: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}; replace or remove the file") from err
-    return torch.from_numpy(arr).permute(2, 0, 1)  # (3, S, S)
-
-
-def predict_images(
-    checkpoint: str | Path,
-    inputs: str | Path,
-    out_dir: str | Path,
-    device: str = "auto",
-    batch_size: int = 16,
-    overlays: bool = True,
-) -> pd.DataFrame:
-    """Score new images with a trained run: ``scores.csv`` and one overlay PNG per image.
-
-    Args:
-        checkpoint: a results folder or its ``checkpoint.pt``.
-        inputs: an image file or a folder of images (searched recursively).
-        out_dir: where ``scores.csv`` and ``<name>_overlay.png`` files are written.
-
-    Returns:
-        The score table (path, score).
-    """
-    from adtr_core.plots.maps import save_overlay
-
-    dev = resolve_device(device)
-    cfg, backbone, model = load_run_model(checkpoint, device=str(dev))
-    scoring = scoring_config(cfg)
-    files = _image_files(inputs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images = torch.stack([_load_image(p, cfg.image_size) for p in chunk]).to(dev)  # (B,3,S,S)
-        with torch.no_grad():
-            f = backbone(images)  # (B, C, h, w)
-            maps, scores = score(f, model(f), scoring)
-        for path, img, m, s in zip(chunk, images.cpu(), maps.cpu(), scores.cpu()):
-            rows.append({"path": str(path), "score": float(s)})
-            if overlays:
-                save_overlay(
-                    img, m, out / f"{path.stem}_overlay.png", title=f"score {float(s):.3f}"
-                )
-    table = pd.DataFrame(rows)
-    with atomic_path(out / "scores.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    return table
 
 
 EMBEDDED_NOTE = (

@@ -267,15 +267,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False, which would let the file run code: the
+        # message below leaves it out.
         raise CheckpointError(
             f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
-            f"python types, which could run code when unpickled (weights_only=True). Only load "
-            f"checkpoints written by adtr; delete the file or choose another --out.\n  {err}"
+            f"python types, which could run code when unpickled. Only load checkpoints written "
+            f"by adtr; delete the file or choose another --out"
         ) from err
     except Exception as err:  # truncated zip, garbage bytes, ...
+        first = (str(err).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(err).__name__}: {err}); the file is corrupt "
-            f"or not a checkpoint: delete it or choose another --out"
+            f"cannot read checkpoint {path} ({type(err).__name__}: {first}); the file is "
+            f"corrupt or not a checkpoint: delete it or choose another --out"
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
