@@ -1,9 +1,12 @@
-"""The ``adtr`` command line: train, eval, predict, data, figures, sweep.
+"""The ``adtr`` command line: train, eval, predict, export, data, figures, sweep.
 
 Every command has ``--help``. ``adtr train`` takes its settings from a profile
 (``smoke``, ``quick`` or ``paper``; the same parameter sets the notebooks use),
 then from the flags, then from ``--set key=value`` pairs (any field of
 ``ExperimentConfig``).
+
+Every command that computes sets torch's threads by the rule of ``adtr_core.threads``
+(``--threads N`` or ``ADTR_THREADS`` fix the count) and makes OpenMP wait passively.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def train_config(args: argparse.Namespace):
         "image_size": args.image_size,
         "device": args.device,
         "seed": args.seed,
+        "precision": args.precision,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.data_root is not None and args.data is None and values.get("data") == "demo":
@@ -54,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from adtr_core.experiment import run_experiment
 
     cfg = train_config(args)
-    result = run_experiment(cfg, out_dir=args.out, progress=not args.quiet)
+    result = run_experiment(cfg, out_dir=args.out, progress=not args.quiet, threads=args.threads)
     print(f"results: {result.out_dir}")
     _print_metrics(result.metrics)
     return 0
@@ -72,7 +76,14 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from adtr_core.experiment import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data_root, args.category, args.device)
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_root,
+        args.category,
+        args.device,
+        precision=args.precision,
+        threads=args.threads,
+    )
     _print_metrics(metrics)
     if args.json:
         print(json.dumps(metrics, indent=2, default=str))
@@ -82,9 +93,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from adtr_core.experiment import predict_images
 
-    table = predict_images(args.checkpoint, args.input, args.out, device=args.device)
+    table = predict_images(
+        args.checkpoint,
+        args.input,
+        args.out,
+        device=args.device,
+        engine=args.engine,
+        precision=args.precision,
+        threads=args.threads,
+    )
     print(table.to_string(index=False))
     print(f"scores and overlays written to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from adtr_core.export import export_onnx, sidecar_path
+
+    path = export_onnx(args.checkpoint, args.out)
+    print(f"ONNX graph (images -> score maps, image scores): {path}")
+    print(f"what it needs (image size, normalisation, scoring): {sidecar_path(path)}")
     return 0
 
 
@@ -126,7 +154,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     configs = grid(base, **axes) if axes else [base]
     print(f"{len(configs)} run(s), executor {args.executor}")
     results = run_sweep(
-        configs, executor=args.executor, address=args.address, progress=not args.quiet
+        configs,
+        executor=args.executor,
+        address=args.address,
+        progress=not args.quiet,
+        threads=args.threads,
     )
     table = results_table(results)
     print(table.to_string())
@@ -190,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _add_speed_arguments(p, precision_default=None)
     p.set_defaults(func=cmd_eval)
     return _add_other_commands(sub, parser)
 
@@ -225,6 +258,24 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="any ExperimentConfig field, e.g. --set hidden_dim=128 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_speed_arguments(p, precision_default=None)
+
+
+def _add_speed_arguments(p: argparse.ArgumentParser, precision_default: str | None) -> None:
+    p.add_argument(
+        "--precision",
+        default=precision_default,
+        choices=["auto", "fp32", "bf16"],
+        help="bf16: autocast where the CPU (or GPU) supports it; auto: bf16 on CUDA only "
+        "(default: the profile's or the run's)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: ADTR_THREADS, else one per core left free by "
+        "other processes, re-chosen every epoch)",
+    )
 
 
 def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -233,7 +284,22 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="torch: eager PyTorch; onnxruntime: the run's exported graph (exported if missing)",
+    )
+    _add_speed_arguments(p, precision_default=None)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write a run as one ONNX graph (images -> score maps, image scores)"
+    )
+    p.add_argument("--checkpoint", required=True, help="results folder or its checkpoint.pt")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", default=None, help="graph file (default: <run>/model.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="build the demo data or check a dataset root")
     data_sub = p.add_subparsers(dest="data_command", required=True)
@@ -256,6 +322,9 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adtr_core.threads import configure_openmp
+
+    configure_openmp()  # before torch starts OpenMP: waiting threads sleep, not spin
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
