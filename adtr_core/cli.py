@@ -6,7 +6,7 @@ then from the flags, then from ``--set key=value`` pairs (any field of
 ``ExperimentConfig``).
 
 Every command that computes sets torch's threads by the rule of ``adtr_core.threads``
-(``--threads N`` or ``ADTR_THREADS`` fix the count) and makes OpenMP wait passively.
+(``--threads N`` or ``ADTR_THREADS`` fix the count).
 """
 
 from __future__ import annotations
@@ -322,9 +322,6 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adtr_core.threads import configure_openmp
-
-    configure_openmp()  # before torch starts OpenMP: waiting threads sleep, not spin
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

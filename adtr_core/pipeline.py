@@ -951,9 +951,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: returns 0 on success, 1 when a notebook failed, 2 on bad input."""
-    from adtr_core.threads import configure_openmp
-
-    configure_openmp()  # the notebook kernels inherit it: OpenMP threads sleep while waiting
     args = build_parser().parse_args(argv)
     try:
         run_pipeline(

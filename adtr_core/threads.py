@@ -9,12 +9,13 @@ spinning ones take cores from the competitors. The rule here:
   ``busy`` is the number of cores the rest of the machine kept busy over the last
   interval (``/proc/stat`` minus this process's own CPU time). On an idle machine that is
   every core; beside one CPU-bound process on two cores it is one thread.
-- **OpenMP waits passively** (``OMP_WAIT_POLICY=PASSIVE``, unless already set): a waiting
-  thread sleeps rather than spins. It only takes effect when set before torch starts its
-  OpenMP runtime, which :func:`configure_openmp` (called by the command line and at the
-  import of ``adtr_core``) arranges.
 - The rule is re-applied between epochs (:class:`ThreadRule`), so a competitor that
   starts or stops during a run changes the thread count at the next epoch.
+- **OpenMP's wait policy stays its default** (spin for a while, then sleep). Measured on
+  2 cores (quick-profile epoch on bottle, ``benchmarks/threads.py``): passive waiting
+  (``OMP_WAIT_POLICY=PASSIVE``) made an idle epoch with 2 threads 1.6x slower (13.8 s
+  against 8.5 s), while the thread count alone already avoids the spinning under load
+  (1 thread beside a competitor: 12.0 s; 2 threads: 30.9 s).
 
 An explicit choice wins: ``threads=N`` (``--threads N`` on the command line, a notebook's
 ``threads`` parameter) or the environment variable ``ADTR_THREADS=N``; then the count is
@@ -28,16 +29,6 @@ import time
 from dataclasses import dataclass
 
 ENV_THREADS = "ADTR_THREADS"
-WAIT_POLICY = "PASSIVE"
-
-
-def configure_openmp() -> None:
-    """Make OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``) unless set.
-
-    Effective only before torch's OpenMP runtime starts (before ``import torch`` in this
-    process, or in the environment of a child process).
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
 
 
 def cores() -> int:

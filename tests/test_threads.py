@@ -64,15 +64,6 @@ def test_automatic_rule_follows_the_load(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_openmp_waits_passively_unless_told_otherwise(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    threads.configure_openmp()
-    assert threads.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    threads.configure_openmp()
-    assert threads.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
 def test_load_meter_sees_a_busy_process_and_not_itself():
     meter = threads.LoadMeter()
