@@ -44,7 +44,7 @@ from adtr_core.features import FeatureSet, extract_features
 from adtr_core.io import atomic_path, read_json, write_json
 from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
 from adtr_core.metrics import compute_metrics
-from adtr_core.precision import autocast, autocast_dtype, check_precision
+from adtr_core.precision import autocast, autocast_dtype, check_precision, precision_name
 from adtr_core.scoring import ScoringConfig, score
 from adtr_core.threads import ThreadRule
 from adtr_core.train import TrainConfig, Trainer, load_checkpoint, resolve_device
@@ -489,6 +489,7 @@ def run_experiment(
     history = pd.DataFrame(trainer.fit())
     metrics, scores, maps = evaluate_features(model, test_f, scoring, dtype)
     metrics.update(
+        precision=precision_name(cfg.precision, device),
         category=category,
         num_train=len(train_f),
         num_test=len(test_f),
@@ -648,8 +649,8 @@ def predict_images(
     from adtr_core.engines import build_scorer
     from adtr_core.plots.maps import save_overlay
 
-    ThreadRule(threads).apply()
-    scorer = build_scorer(checkpoint, engine, device, precision=precision, threads=threads)
+    n_threads = ThreadRule(threads).apply()
+    scorer = build_scorer(checkpoint, engine, device, precision=precision, threads=n_threads)
     files = _image_files(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -97,13 +97,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 3, cfg.image_size, cfg.image_size)
     with atomic_path(out) as tmp:
-        _export(graph, example, Path(tmp))
+        exporter = _export(graph, example, Path(tmp))
     mean = backbone.mean.flatten().tolist()
     std = backbone.std.flatten().tolist()
     meta: dict[str, Any] = {
         "format": ONNX_FORMAT,
         "version": ONNX_VERSION,
         "opset": OPSET,
+        "exporter": exporter,
         "input": {
             "name": "images",
             "shape": ["batch", 3, cfg.image_size, cfg.image_size],
@@ -125,8 +126,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-def _export(graph: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """torch's ONNX exporter with a dynamic batch (the dynamo exporter, else TorchScript's)."""
+def _export(graph: nn.Module, example: torch.Tensor, path: Path) -> str:
+    """torch's ONNX exporter with a dynamic batch (the dynamo exporter, else TorchScript's).
+
+    Returns:
+        which exporter wrote the graph: "dynamo" or "torchscript".
+    """
     names = dict(input_names=["images"], output_names=["maps", "scores"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes
@@ -143,6 +148,7 @@ def _export(graph: nn.Module, example: torch.Tensor, path: Path) -> None:
                 **names,
             )
             program.save(str(path))
+            return "dynamo"
         except Exception as err:  # noqa: BLE001 - any failure of the newer exporter
             try:
                 torch.onnx.export(
@@ -160,6 +166,7 @@ def _export(graph: nn.Module, example: torch.Tensor, path: Path) -> None:
                 )
             except Exception as err2:
                 raise RuntimeError(f"ONNX export failed: {err}; then {err2}") from err2
+            return "torchscript"
 
 
 def read_sidecar(graph: str | Path) -> dict[str, Any]:

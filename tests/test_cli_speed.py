@@ -50,12 +50,14 @@ def test_train_export_and_predict_with_onnx_runtime(tmp_path, capsys):
         assert torch.get_num_threads() == 1  # --threads fixed the count
     finally:
         torch.set_num_threads(before)
-    graph = tmp_path / "detector.onnx"
-    assert main(["export", "--checkpoint", str(run), "--out", str(graph)]) == 0
-    assert graph.is_file() and graph.with_name("detector.onnx.json").is_file()
-    assert "detector.onnx" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(run)]) == 0
+    graph = run / "model.onnx"
+    assert graph.is_file() and graph.with_name("model.onnx.json").is_file()
+    assert str(graph) in capsys.readouterr().out
+    exported_at = graph.stat().st_mtime_ns
     image = sorted(demo_root().glob("grass/test/good/*.png"))[0]
     pred = tmp_path / "pred"
     cmd = ["predict", "--checkpoint", str(run), str(image), "--out", str(pred)]
     assert main([*cmd, "--engine", "onnxruntime"]) == 0
-    assert (run / "model.onnx").is_file() and (pred / "scores.csv").is_file()
+    assert (pred / "scores.csv").is_file()
+    assert graph.stat().st_mtime_ns == exported_at  # predict used the exported graph

@@ -37,9 +37,8 @@ def _test_images(cfg: ExperimentConfig, n: int | None = None) -> torch.Tensor:
     return torch.stack([ds[i]["image"] for i in idx])  # (N, 3, S, S)
 
 
-def _agree(run, images: torch.Tensor, batch: int = 16) -> tuple[float, float]:
+def _agree(run, graph, images: torch.Tensor, batch: int = 16) -> tuple[float, float]:
     """Largest relative differences (image scores, score maps) of ONNX Runtime and eager."""
-    graph = export_onnx(run)
     onnx, eager = OnnxScorer(graph), TorchScorer(run, device="cpu", precision="fp32")
     worst_score, worst_map = 0.0, 0.0
     for start in range(0, len(images), batch):
@@ -58,9 +57,17 @@ def tiny_run(tmp_path_factory):
     return out
 
 
-def test_graph_and_sidecar_are_written(tiny_run):
-    graph = export_onnx(tiny_run)
-    assert graph == tiny_run / "model.onnx" and graph.stat().st_size > 100_000
+@pytest.fixture(scope="module")
+def graph(tiny_run):
+    """The run's graph, exported by the ONNX Runtime engine on first use."""
+    assert not (tiny_run / "model.onnx").exists()
+    scorer = build_scorer(tiny_run, engine="onnxruntime")
+    assert scorer.graph == tiny_run / "model.onnx"
+    return scorer.graph
+
+
+def test_graph_and_sidecar_are_written(graph):
+    assert graph.is_file() and graph.stat().st_size > 100_000
     meta = read_sidecar(graph)
     assert meta["image_size"] == 64
     assert meta["scoring"]["mode"] == "max_avgpool" and meta["scoring"]["sigma"] == 4.0
@@ -69,24 +76,24 @@ def test_graph_and_sidecar_are_written(tiny_run):
     assert json.loads(sidecar_path(graph).read_text()) == meta
 
 
-def test_onnx_runtime_agrees_with_eager_at_any_batch(tiny_run):
+def test_onnx_runtime_agrees_with_eager_at_any_batch(tiny_run, graph):
     images = _test_images(ExperimentConfig(**TINY))
-    rel_score, rel_map = _agree(tiny_run, images[:7], batch=7)
+    rel_score, rel_map = _agree(tiny_run, graph, images[:7], batch=7)
     assert rel_score < 1e-3 and rel_map < 1e-3
-    one = OnnxScorer(tiny_run / "model.onnx")(images[:1])  # the batch dimension is dynamic
+    one = OnnxScorer(graph)(images[:1])  # the batch dimension is dynamic
     assert one[0].shape == (1, 64, 64) and one[1].shape == (1,)
 
 
-def test_onnx_scores_differ_between_normal_and_other_images(tiny_run):
-    scorer = OnnxScorer(export_onnx(tiny_run))
+def test_onnx_scores_differ_between_normal_and_other_images(graph):
+    scorer = OnnxScorer(graph)
     images = _test_images(ExperimentConfig(**TINY))[:4]
     _, scores = scorer(images)
     _, flipped = scorer(1.0 - images)  # far from anything seen in training
     assert (flipped > scores).all()
 
 
-def test_predict_with_onnx_runtime_matches_torch(tiny_run, tmp_path):
-    (tiny_run / "model.onnx").unlink(missing_ok=True)
+def test_predict_with_onnx_runtime_matches_torch(tiny_run, graph, tmp_path):
+    exported_at = graph.stat().st_mtime_ns
     images = sorted(paths.demo_root().glob("grass/test/*/*.png"))[:3]
     folder = tmp_path / "in"
     folder.mkdir()
@@ -95,7 +102,7 @@ def test_predict_with_onnx_runtime_matches_torch(tiny_run, tmp_path):
     kw = dict(device="cpu", overlays=False)
     a = predict_images(tiny_run, folder, tmp_path / "torch", engine="torch", **kw)
     b = predict_images(tiny_run, folder, tmp_path / "ort", engine="onnxruntime", **kw)
-    assert (tiny_run / "model.onnx").is_file()  # exported on first use
+    assert graph.stat().st_mtime_ns == exported_at  # the graph is reused, not exported again
     assert a["path"].tolist() == b["path"].tolist()
     pd.testing.assert_series_equal(a["score"], b["score"], rtol=1e-3)
     with pytest.raises(ValueError, match="engine"):
@@ -111,5 +118,5 @@ def test_onnx_runtime_agrees_with_eager_on_the_embedded_bottle(tmp_path):
         **small_model, data="mvtec", data_root=str(EMBEDDED_MVTEC), category="bottle"
     )
     run_experiment(cfg, out_dir=tmp_path, progress=False)
-    rel_score, rel_map = _agree(tmp_path, _test_images(cfg))
+    rel_score, rel_map = _agree(tmp_path, export_onnx(tmp_path), _test_images(cfg))
     assert rel_score < 1e-3 and rel_map < 1e-3
