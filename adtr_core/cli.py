@@ -133,6 +133,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import os
+
     from adtr_core.experiment import list_categories, resolve_data_source
     from adtr_core.sweep import grid, results_table, run_sweep
 
@@ -153,12 +155,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         axes[key.strip().replace("-", "_")] = [yaml.safe_load(v) for v in raw.split(",")]
     configs = grid(base, **axes) if axes else [base]
     print(f"{len(configs)} run(s), executor {args.executor}")
+    if args.threads is not None:  # every run of the sweep, Ray workers included
+        os.environ["ADTR_THREADS"] = str(args.threads)
     results = run_sweep(
-        configs,
-        executor=args.executor,
-        address=args.address,
-        progress=not args.quiet,
-        threads=args.threads,
+        configs, executor=args.executor, address=args.address, progress=not args.quiet
     )
     table = results_table(results)
     print(table.to_string())

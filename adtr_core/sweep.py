@@ -53,7 +53,7 @@ FORWARDED_ENV = (
     "HF_HUB_OFFLINE",
     "HF_HOME",
     "TORCH_HOME",
-    "ADTR_THREADS",
+    "ADTR_THREADS",  # a fixed thread count; unset, every run uses the thread rule
 )
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
@@ -149,7 +149,6 @@ def run_sweep(
     runs_dir: str | Path | None = None,
     progress: bool = False,
     num_cpus: int | None = None,
-    threads: int | str | None = None,
 ) -> list[RunResult]:
     """Run (or load) every config; finished runs are loaded, unfinished ones resume.
 
@@ -161,8 +160,6 @@ def run_sweep(
         runs_dir: parent of the results folders; default :func:`adtr_core.paths.runs_dir`.
         progress: print one line per run and show training progress bars.
         num_cpus: Ray only: CPUs of a local Ray instance (default: all of this machine's).
-        threads: torch threads of every run; None: ``ADTR_THREADS`` or the thread rule of
-            ``adtr_core.threads`` (the same rule as ``adtr train``).
 
     Returns:
         One :class:`RunResult` per config, in input order, each read back from its results
@@ -192,9 +189,9 @@ def run_sweep(
 
     if pending:
         if executor == "local":
-            _run_local(pending, progress, threads)
+            _run_local(pending, progress)
         else:
-            _run_ray(pending, progress, address=address, num_cpus=num_cpus, threads=threads)
+            _run_ray(pending, progress, address=address, num_cpus=num_cpus)
 
     loaded = {out: load_result(out) for out in set(folders)}
     results = []
@@ -205,23 +202,18 @@ def run_sweep(
     return results
 
 
-def _run_local(
-    pending: dict[Path, ExperimentConfig], progress: bool, threads: int | str | None = None
-) -> None:
+def _run_local(pending: dict[Path, ExperimentConfig], progress: bool) -> None:
     for i, (out, cfg) in enumerate(pending.items(), 1):
         start = time.perf_counter()
-        run_experiment(cfg, out_dir=out, progress=progress, threads=threads)
+        run_experiment(cfg, out_dir=out, progress=progress)
         if progress:
             print(f"  [{i}/{len(pending)}] {out.name}: {time.perf_counter() - start:.1f} s")
 
 
-def _run_task(
-    cfg_dict: dict, out_dir: str, progress: bool, env: dict[str, str], threads=None
-) -> str:
+def _run_task(cfg_dict: dict, out_dir: str, progress: bool, env: dict[str, str]) -> str:
     """Body of one Ray task: the same :func:`run_experiment` call as the local executor."""
     os.environ.update(env)
-    cfg = ExperimentConfig.from_dict(cfg_dict)
-    run_experiment(cfg, out_dir=out_dir, progress=progress, threads=threads)
+    run_experiment(ExperimentConfig.from_dict(cfg_dict), out_dir=out_dir, progress=progress)
     return out_dir
 
 
@@ -262,7 +254,6 @@ def _run_ray(
     progress: bool,
     address: str | None,
     num_cpus: int | None,
-    threads: int | str | None = None,
 ) -> None:
     import ray
 
@@ -271,8 +262,7 @@ def _run_ray(
     task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=0)(_run_task)
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     refs = {
-        task.remote(cfg.to_dict(), str(out), progress, env, threads): out
-        for out, cfg in pending.items()
+        task.remote(cfg.to_dict(), str(out), progress, env): out for out, cfg in pending.items()
     }
     errors: list[tuple[Path, BaseException]] = []
     remaining = list(refs)
