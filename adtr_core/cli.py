@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
-    _add_speed_arguments(p, precision_default=None)
+    _add_speed_arguments(p)
     p.set_defaults(func=cmd_eval)
     return _add_other_commands(sub, parser)
 
@@ -258,13 +258,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="any ExperimentConfig field, e.g. --set hidden_dim=128 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_speed_arguments(p, precision_default=None)
+    _add_speed_arguments(p)
 
 
-def _add_speed_arguments(p: argparse.ArgumentParser, precision_default: str | None) -> None:
+def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
-        default=precision_default,
+        default=None,
         choices=["auto", "fp32", "bf16"],
         help="bf16: autocast where the CPU (or GPU) supports it; auto: bf16 on CUDA only "
         "(default: the profile's or the run's)",
@@ -290,7 +290,7 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
         choices=["torch", "onnxruntime"],
         help="torch: eager PyTorch; onnxruntime: the run's exported graph (exported if missing)",
     )
-    _add_speed_arguments(p, precision_default=None)
+    _add_speed_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
