@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 ENV_THREADS = "ADTR_THREADS"
+_RULE = ("", "auto", "0")  # values that mean "use the rule"
 
 
 def cores() -> int:
@@ -96,7 +97,7 @@ def explicit_threads(threads: int | str | None = None) -> int | None:
         ValueError: a value that is not a non-negative integer or "auto".
     """
     for value, where in ((threads, "threads"), (os.environ.get(ENV_THREADS), ENV_THREADS)):
-        if value is None or str(value).strip().lower() in ("", "auto", "0"):
+        if value is None or str(value).strip().lower() in _RULE:
             continue
         try:
             n = int(value)
@@ -160,6 +161,23 @@ class ThreadRule:
             torch.set_num_threads(n)
         self.chosen = n
         return n
+
+
+def set_default_threads(threads: int | str | None) -> int | None:
+    """The thread count of every later run in this process and its workers (``ADTR_THREADS``).
+
+    A notebook's ``threads`` parameter goes here: a number fixes the count of every run
+    (``run_experiment``, ``run_sweep``, Ray workers), None or "auto" restores the rule.
+
+    Returns:
+        the fixed count, or None for the rule.
+    """
+    if threads is None or str(threads).strip().lower() in _RULE:
+        os.environ.pop(ENV_THREADS, None)
+        return None
+    n = explicit_threads(threads)  # validated: a number of threads
+    os.environ[ENV_THREADS] = str(n)
+    return n
 
 
 def apply_threads(threads: int | str | None = None) -> int:

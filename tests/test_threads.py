@@ -32,6 +32,14 @@ def test_explicit_choice_wins_over_the_environment(monkeypatch):
         explicit_threads(None)
 
 
+def test_notebook_parameter_sets_the_count_of_later_runs(monkeypatch):
+    monkeypatch.delenv("ADTR_THREADS", raising=False)
+    assert threads.set_default_threads(1) == 1 and explicit_threads(None) == 1
+    assert threads.set_default_threads(None) is None and explicit_threads(None) is None
+    threads.set_default_threads(2)
+    assert threads.set_default_threads("auto") is None and "ADTR_THREADS" not in threads.os.environ
+
+
 def test_fixed_count_is_set_and_kept(monkeypatch):
     monkeypatch.delenv("ADTR_THREADS", raising=False)
     before = torch.get_num_threads()
