@@ -109,6 +109,7 @@ def test_predict_with_onnx_runtime_matches_torch(tiny_run, graph, tmp_path):
         build_scorer(tiny_run, engine="tensorrt")
 
 
+@pytest.mark.slow  # about 30 s: 256 px features of 292 images, export, both engines on 83
 @pytest.mark.skipif(
     not (EMBEDDED_MVTEC / "bottle" / "test").is_dir(), reason="no embedded bottle category"
 )
