@@ -68,6 +68,9 @@ class OnnxScorer:
         options.intra_op_num_threads = ThreadRule(threads).apply()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning: spinning takes the cores from whatever
+        # runs between two calls (torch, another process) on a small or shared machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(self.graph), options, providers=["CPUExecutionProvider"]
         )
