@@ -1,9 +1,12 @@
-"""The ``adtr`` command line: train, eval, predict, data, figures, sweep.
+"""The ``adtr`` command line: train, eval, predict, export, data, figures, sweep.
 
 Every command has ``--help``. ``adtr train`` takes its settings from a profile
 (``smoke``, ``quick`` or ``paper``; the same parameter sets the notebooks use),
 then from the flags, then from ``--set key=value`` pairs (any field of
 ``ExperimentConfig``).
+
+Every command that computes sets torch's threads by the rule of ``adtr_core.threads``
+(``--threads N`` or ``ADTR_THREADS`` fix the count).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def train_config(args: argparse.Namespace):
         "image_size": args.image_size,
         "device": args.device,
         "seed": args.seed,
+        "precision": args.precision,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
@@ -99,7 +103,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = train_config(args)
     result = run_experiment(
-        cfg, out_dir=args.out, progress=not args.quiet, overwrite=args.overwrite
+        cfg,
+        out_dir=args.out,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        threads=args.threads,
     )
     print(f"results: {result.out_dir}")
     _print_metrics(result.metrics)
@@ -125,7 +133,14 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from adtr_core.experiment import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data_root, args.category, args.device)
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_root,
+        args.category,
+        args.device,
+        precision=args.precision,
+        threads=args.threads,
+    )
     _print_metrics(metrics)
     if args.json:
         from adtr_core.experiment import metrics_for_json
@@ -137,7 +152,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from adtr_core.predict import OK, predict_images
 
-    table = predict_images(args.checkpoint, args.input, args.out, device=args.device)
+    table = predict_images(
+        args.checkpoint,
+        args.input,
+        args.out,
+        device=args.device,
+        engine=args.engine,
+        precision=args.precision,
+        threads=args.threads,
+    )
     print(table[["path", "score", "status"]].to_string(index=False))
     failed = int((table["status"] != OK).sum())
     print(f"scores and overlays written to {args.out}")
@@ -148,6 +171,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from adtr_core.export import export_onnx, sidecar_path
+
+    path = export_onnx(args.checkpoint, args.out)
+    print(f"ONNX graph (images -> score maps, image scores): {path}")
+    print(f"what it needs (image size, normalisation, scoring): {sidecar_path(path)}")
     return 0
 
 
@@ -168,6 +200,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import os
+
     from adtr_core.experiment import list_categories, resolve_data_source
     from adtr_core.sweep import grid, results_table, run_sweep
 
@@ -188,6 +222,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         axes[key.strip().replace("-", "_")] = [yaml.safe_load(v) for v in raw.split(",")]
     configs = grid(base, **axes) if axes else [base]
     print(f"{len(configs)} run(s), executor {args.executor}")
+    if args.threads is not None:  # every run of the sweep, Ray workers included
+        os.environ["ADTR_THREADS"] = str(args.threads)
     results = run_sweep(
         configs, executor=args.executor, address=args.address, progress=not args.quiet
     )
@@ -259,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _add_speed_arguments(p)
     p.set_defaults(func=cmd_eval)
     return _add_other_commands(sub, parser)
 
@@ -295,6 +332,24 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="any ExperimentConfig field, e.g. --set hidden_dim=128 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_speed_arguments(p)
+
+
+def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "fp32", "bf16"],
+        help="bf16: autocast where the CPU (or GPU) supports it; auto: bf16 on CUDA only "
+        "(default: the profile's or the run's)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: ADTR_THREADS, else one per core left free by "
+        "other processes, re-chosen every epoch)",
+    )
 
 
 def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
@@ -321,7 +376,22 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="torch: eager PyTorch; onnxruntime: the run's exported graph (exported if missing)",
+    )
+    _add_speed_arguments(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write a run as one ONNX graph (images -> score maps, image scores)"
+    )
+    p.add_argument("--checkpoint", required=True, help="results folder or its checkpoint.pt")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", default=None, help="graph file (default: <run>/model.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="build the demo data or check a dataset root")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -53,7 +53,9 @@ from adtr_core.features import FeatureSet, extract_features
 from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
 from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
 from adtr_core.metrics import METRIC_KEYS, compute_metrics
+from adtr_core.precision import autocast, autocast_dtype, check_precision, precision_name
 from adtr_core.scoring import ScoringConfig, score
+from adtr_core.threads import ThreadRule
 from adtr_core.train import TrainConfig, Trainer, load_checkpoint, resolve_device
 
 MODELS = ("adtr", "adtr_no_attention", "adtr_no_query", "cnn")
@@ -180,6 +182,9 @@ class ExperimentConfig:
     grad_clip: float | None = 0.1
     seed: int = 0
     device: str = "auto"
+    # auto: bf16 autocast on CUDA, float32 on the CPU; fp32; bf16: autocast on CUDA and on
+    # CPUs with bf16 instructions (adtr_core.precision), for features, training and scoring.
+    precision: str = "auto"
     eval_every: int = 0  # epochs between evaluations on the test set (0: only at the end)
     # --- anomaly-available case (ADTR+, Sec. 3.3) ---
     loss: str = "norm"  # norm (eq. 1) | px (eqs. 6-7) | img (eqs. 8-9)
@@ -206,6 +211,7 @@ class ExperimentConfig:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        check_precision(self.precision)
         if self.loss != "norm" and self.anomalies is None:
             self.anomalies = "cifar100" if self.data == "cifar10" else "confetti"
         if self.score_mode is None:
@@ -287,6 +293,7 @@ class ExperimentConfig:
         if self.steps is not None and num_train is None:
             raise ValueError("a budget in steps needs num_train (the training-set size)")
         epochs, milestones = self.epoch_budget(num_train or 0)
+        amp = autocast_dtype(self.precision, device) is not None
         values = dict(
             epochs=epochs,
             batch_size=self.batch_size,
@@ -298,6 +305,8 @@ class ExperimentConfig:
             seed=self.seed,
             device=str(device),
             eval_every=self.eval_every,
+            amp=amp,
+            cpu_amp=amp,
         )
         values.update(overrides)
         return TrainConfig(**values)
@@ -522,12 +531,17 @@ def make_loss_fn(cfg: ExperimentConfig):
 
 @torch.no_grad()
 def predict_features(
-    model: nn.Module, features: torch.Tensor, scoring: ScoringConfig, batch_size: int = 64
+    model: nn.Module,
+    features: torch.Tensor,
+    scoring: ScoringConfig,
+    batch_size: int = 64,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Score maps and image scores of precomputed features.
 
     Args:
         features: (N, C, h, w) backbone features.
+        dtype: autocast dtype of the reconstruction (None: float32); scoring is float32.
 
     Returns:
         maps (N, S, S) float32 on the CPU, scores (N,).
@@ -538,7 +552,9 @@ def predict_features(
     maps, scores = [], []
     for start in range(0, len(features), batch_size):
         f = features[start : start + batch_size].to(device)  # (B, C, h, w)
-        m, s = score(f, model(f), scoring)
+        with autocast(device, dtype):
+            f_hat = model(f)  # (B, C, h, w)
+        m, s = score(f, f_hat, scoring)
         maps.append(m.float().cpu())
         scores.append(s.float().cpu())
     model.train(was_training)
@@ -551,9 +567,11 @@ def scoring_config(cfg: ExperimentConfig) -> ScoringConfig:
     )
 
 
-def evaluate_features(model: nn.Module, test: FeatureSet, scoring: ScoringConfig):
+def evaluate_features(
+    model: nn.Module, test: FeatureSet, scoring: ScoringConfig, dtype: torch.dtype | None = None
+):
     """Metrics, a per-image score table and the score maps of ``model`` on ``test``."""
-    maps, scores = predict_features(model, test.features, scoring)
+    maps, scores = predict_features(model, test.features, scoring, dtype=dtype)
     labels = test.labels.numpy()
     masks = test.masks.numpy()[:, 0] if test.masks is not None else None
     metrics = compute_metrics(
@@ -588,6 +606,7 @@ def run_experiment(
     out_dir: str | Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    threads: int | str | None = None,
 ) -> RunResult:
     """Train (or resume) and evaluate one configuration; write its results folder.
 
@@ -602,6 +621,8 @@ def run_experiment(
         progress: show tqdm progress bars.
         overwrite: move a previous run in ``out_dir`` aside (``<out_dir>.replaced-<time>/``)
             and start afresh, whatever its config.
+        threads: torch CPU threads; None: ``ADTR_THREADS`` or the rule of
+            ``adtr_core.threads`` (re-applied every epoch).
 
     Returns:
         The metrics, history, per-image scores and score maps; also written to ``out_dir``.
@@ -622,24 +643,30 @@ def run_experiment(
             moved = results_folder.claim(out, cfg.to_dict(), _DEFAULTS, overwrite=overwrite)
             if moved is not None:
                 warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=2)
-            return _train_and_evaluate(cfg, out, progress, start)
+            return _train_and_evaluate(cfg, out, progress, start, threads)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run that failed before its first checkpoint leaves no folder
 
 
-def _train_and_evaluate(cfg: ExperimentConfig, out: Path, progress: bool, start: float):
+def _train_and_evaluate(
+    cfg: ExperimentConfig, out: Path, progress: bool, start: float, threads: int | str | None
+):
     category = cfg.category
+    thread_rule = ThreadRule(threads)
+    thread_rule.apply()
     device = resolve_device(cfg.device)
+    dtype = autocast_dtype(cfg.precision, device)
     backbone = build_feature_extractor(cfg).to(device)
     train_ds, test_ds = open_split(cfg, "train"), open_split(cfg, "test")
-    train_f = extract_features(backbone, train_ds, device=device, progress=progress)
-    test_f = extract_features(backbone, test_ds, device=device, progress=progress)
+    extract = dict(device=device, progress=progress, precision=cfg.precision)
+    train_f = extract_features(backbone, train_ds, **extract)
+    test_f = extract_features(backbone, test_ds, **extract)
     if cfg.loss == "norm":
         train_data = _features_dataset(train_f, labels=[0])
     else:
         anomalies = anomaly_dataset(cfg, train_ds)
-        anom_f = extract_features(backbone, anomalies, device=device, progress=progress)
+        anom_f = extract_features(backbone, anomalies, **extract)
         n = cfg.num_anomalies or len(train_f)
         anom_f = anom_f.subset(list(range(min(n, len(anom_f)))))
         train_data = _features_dataset(train_f, anom_f, labels=[0, 1])
@@ -653,7 +680,7 @@ def _train_and_evaluate(cfg: ExperimentConfig, out: Path, progress: bool, start:
     scoring = scoring_config(cfg)
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
-        return evaluate_features(m, test_f, scoring)[0]
+        return evaluate_features(m, test_f, scoring, dtype)[0]
 
     train_sets = [train_f] if cfg.loss == "norm" else [train_f, anom_f]
     fingerprint = data_fingerprint(*train_sets)
@@ -666,10 +693,12 @@ def _train_and_evaluate(cfg: ExperimentConfig, out: Path, progress: bool, start:
         eval_fn=eval_fn if cfg.eval_every else None,
         checkpoint_path=out / "checkpoint.pt",
         checkpoint_extra={"config": cfg.to_dict(), "train_data": fingerprint},
+        thread_rule=thread_rule,
     )
     history = pd.DataFrame(trainer.fit())
-    metrics, scores, maps = evaluate_features(model, test_f, scoring)
+    metrics, scores, maps = evaluate_features(model, test_f, scoring, dtype)
     metrics.update(
+        precision=precision_name(cfg.precision, device),
         category=category,
         num_train=len(train_f),
         num_test=len(test_f),
@@ -787,16 +816,28 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     category: str | None = None,
     device: str = "auto",
+    precision: str | None = None,
+    threads: int | str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained run on its test set (or on another root / category)."""
+    """Evaluate a trained run on its test set (or on another root / category).
+
+    ``precision`` ("auto", "fp32", "bf16"; None: the run's) and ``threads`` (None: the
+    thread rule) as in :func:`run_experiment`.
+    """
+    ThreadRule(threads).apply()
     dev = resolve_device(device)
     cfg, backbone, model = load_run_model(checkpoint, device=str(dev))
     overrides = {
-        k: v for k, v in (("data_root", data_root), ("category", category)) if v is not None
+        k: v
+        for k, v in (("data_root", data_root), ("category", category), ("precision", precision))
+        if v is not None
     }
     cfg = dataclasses.replace(cfg, **overrides)
-    test_f = extract_features(backbone, open_split(cfg, "test"), device=dev)
-    metrics, _, _ = evaluate_features(model, test_f, scoring_config(cfg))
+    test_f = extract_features(
+        backbone, open_split(cfg, "test"), device=dev, precision=cfg.precision
+    )
+    dtype = autocast_dtype(cfg.precision, dev)
+    metrics, _, _ = evaluate_features(model, test_f, scoring_config(cfg), dtype)
     metrics["category"] = resolve_category(cfg)
     return metrics
 

@@ -82,6 +82,9 @@ def predict_images(
     batch_size: int = 16,
     overlays: bool = True,
     log=None,
+    engine: str = "torch",
+    precision: str | None = None,
+    threads: int | str | None = None,
 ) -> pd.DataFrame:
     """Score new images with a trained run: ``scores.csv`` and one overlay PNG per image.
 
@@ -91,6 +94,9 @@ def predict_images(
         out_dir: where ``scores.csv`` and the overlays (mirroring the input tree) go.
         log: a text stream where unreadable images are listed, one line each (default:
             stderr); False: nowhere.
+        engine: "torch" (eager) or "onnxruntime" (the exported graph, ``adtr_core.engines``).
+        precision: "auto", "fp32" or "bf16" for the torch engine; None: the run's.
+        threads: torch / ONNX Runtime threads; None: ``ADTR_THREADS`` or the thread rule.
 
     Returns:
         The score table: ``path``, ``score`` (NaN when unreadable), ``status`` (``ok`` or
@@ -100,22 +106,20 @@ def predict_images(
         OutputError: ``out_dir`` cannot be used, or a write failed (e.g. a full disk); the
             overlays this call wrote are removed again, so no partial output is left.
     """
-    from adtr_core.experiment import load_run_model, scoring_config
+    from adtr_core.engines import build_scorer
     from adtr_core.plots.maps import save_overlay
-    from adtr_core.scoring import score
-    from adtr_core.train import resolve_device
+    from adtr_core.threads import ThreadRule
 
     log = sys.stderr if log is None else log
     found = find_inputs(inputs, out_dir)
     out = ensure_dir(out_dir, "output folder")
-    dev = resolve_device(device)
-    cfg, backbone, model = load_run_model(checkpoint, device=str(dev))
-    scoring = scoring_config(cfg)
+    n_threads = ThreadRule(threads).apply()
+    scorer = build_scorer(checkpoint, engine, device, precision=precision, threads=n_threads)
     rows: dict[int, dict] = {}
     readable: list[tuple[int, torch.Tensor]] = []
     for i, item in enumerate(found):
         try:
-            readable.append((i, to_image_tensor(read_image(item.path, cfg.image_size))))
+            readable.append((i, to_image_tensor(read_image(item.path, scorer.image_size))))
         except DatasetError as err:
             cause = err.__cause__
             reason = f"unreadable ({type(cause).__name__}: {cause})" if cause else str(err)
@@ -126,11 +130,9 @@ def predict_images(
     try:
         for start in range(0, len(readable), batch_size):
             chunk = readable[start : start + batch_size]
-            images = torch.stack([img for _, img in chunk]).to(dev)  # (B, 3, S, S)
-            with torch.no_grad():
-                f = backbone(images)  # (B, C, h, w)
-                maps, scores = score(f, model(f), scoring)  # (B, S, S), (B,)
-            for (i, img), m, s in zip(chunk, maps.cpu(), scores.cpu()):
+            images = torch.stack([img for _, img in chunk])  # (B, 3, S, S)
+            maps, scores = scorer(images)  # (B, S, S), (B,) on the CPU
+            for (i, img), m, s in zip(chunk, maps, scores):
                 item = found[i]
                 row = {"path": str(item.path), "score": float(s), "status": OK}
                 if overlays:

@@ -317,6 +317,8 @@ class Trainer:
             of ``model`` with ``requires_grad``.
         checkpoint_extra: plain-typed dict stored in every checkpoint's ``extra`` (e.g. the
             experiment's resolved config); the trainer adds ``extra["train_config"]``.
+        thread_rule: an ``adtr_core.threads.ThreadRule`` re-applied before every epoch (None:
+            the thread count is left as it is).
     """
 
     def __init__(
@@ -329,8 +331,10 @@ class Trainer:
         checkpoint_path: str | os.PathLike | None = None,
         optimizer_params: Iterable | None = None,
         checkpoint_extra: Mapping[str, Any] | None = None,
+        thread_rule: Any = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.thread_rule = thread_rule
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
         self.loss_fn = loss_fn
@@ -446,6 +450,8 @@ class Trainer:
 
     def _train_epoch(self) -> float:
         cfg = self.config
+        if self.thread_rule is not None:
+            self.thread_rule.update()
         s = epoch_seed(cfg.seed, self.epoch)
         seed_everything(s)  # dropout & any randomness inside loss_fn
         self._generator.manual_seed(s)  # shuffle order

@@ -26,9 +26,30 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from adtr_core.train import resolve_device  # noqa: E402
-from benchmarks import harness, inference, options, peer, report, training  # noqa: E402
+from benchmarks import (  # noqa: E402
+    engines,
+    harness,
+    inference,
+    options,
+    peer,
+    precision,
+    report,
+    threads,
+    training,
+)
 
-SECTIONS = ("inference", "epoch", "time_to_metric", "peer", "options", "gpu_training", "figures")
+SECTIONS = (
+    "inference",
+    "epoch",
+    "time_to_metric",
+    "peer",
+    "options",
+    "engines",
+    "precision",
+    "threads",
+    "gpu_training",
+    "figures",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -72,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "time_to_metric": lambda: training.time_to_metric(plan, device),
         "peer": lambda: peer.run(plan, device),
         "options": lambda: options.run(plan, device),
+        "engines": lambda: engines.run(plan, device),
+        "precision": lambda: precision.run(plan, device),
+        "threads": lambda: threads.run(plan, device),
         "gpu_training": lambda: training.gpu_training(plan, device),
         "figures": lambda: report.figures_wall(),
     }
