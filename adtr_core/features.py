@@ -193,7 +193,7 @@ def _run_backbone(
 
     When ``hasher`` is given, the bytes of the images are fed to it as they pass.
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     cuda = device.type == "cuda"
     # channels_last speeds convolutions up on CUDA and on CPU alike (benchmarks: 1.44x on CPU).
