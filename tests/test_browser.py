@@ -53,6 +53,7 @@ INSTALL_HINT = (
     "or chromium-headless-shell), or set ADTR_CHROMIUM to a Chrome/Chromium binary"
 )
 NOTEBOOK = "02_train_category"
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook tab on show
 RUN_TIMEOUT_S = 600
 
 
@@ -83,6 +84,7 @@ class Lab:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("MPLBACKEND", None)  # the kernel's own inline backend shows the figures
         env.update(
             JUPYTER_DATA_DIR=str(self.home / "data"),
             JUPYTER_CONFIG_DIR=str(self.home / "config"),
@@ -126,6 +128,7 @@ class Lab:
             f"--ServerApp.root_dir={self.root}", "--LabApp.extension_manager=readonly",
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--ServerApp.allow_root=True",  # CI containers run as root
         ]  # fmt: skip
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
@@ -157,19 +160,23 @@ class Lab:
         return self.api("GET", "api/kernels")
 
     def stop(self) -> None:
-        if self.process is None:
+        """Shut the kernels down, then the server (its whole process group)."""
+        if self.process is None or self.process.poll() is not None:
             return
         try:
             for kernel in self.kernels():
                 self.api("DELETE", f"api/kernels/{kernel['id']}")
         except OSError:
             pass
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(timeout=wait)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 @pytest.fixture(scope="module")
@@ -224,10 +231,11 @@ def _copy_notebook(lab: Lab, name: str, edits: dict[str, str]) -> Path:
 
 def _open(browser, lab: Lab, name: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}", timeout=120_000)
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+    # reset: a fresh workspace (no tabs of earlier tests restored), this notebook only
+    page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}", timeout=120_000)
+    page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=120_000)
     # the kernel the notebook names starts without a dialog, under its display name
-    kernel_name = page.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
+    kernel_name = page.locator(f"{PANEL} .jp-NotebookPanel-toolbar .jp-KernelName")
     kernel_name.filter(has_text=KERNELSPEC["display_name"]).wait_for(timeout=60_000)
     _wait_idle(lab, timeout=120)
     return page
@@ -258,7 +266,7 @@ def _run_all_and_save(page, lab: Lab, target: Path, done: Path | None) -> dict:
         time.sleep(1)  # the last figure: the notebook reached its end (or timed out)
     _wait_idle(lab, timeout=max(10.0, deadline - time.monotonic()))
     before = target.stat().st_mtime_ns
-    page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
+    page.locator(f"{PANEL} .jp-Notebook").first.click()
     page.keyboard.press("Control+s")
     deadline = time.monotonic() + 30
     while target.stat().st_mtime_ns == before and time.monotonic() < deadline:
@@ -350,7 +358,7 @@ def test_an_executed_notebook_is_unchanged_by_opening_and_saving(browser, lab, t
     page = _open(browser, lab, target.name)
     try:
         page.wait_for_timeout(3000)
-        page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
+        page.locator(f"{PANEL} .jp-Notebook").first.click()
         page.keyboard.press("Control+s")
         page.wait_for_timeout(3000)
     finally:
