@@ -355,12 +355,16 @@ def test_an_executed_notebook_is_unchanged_by_opening_and_saving(browser, lab, t
     target = lab.root / "executed_02.ipynb"
     shutil.copy(tmp_path / "fig" / "executed" / f"{NOTEBOOK}.ipynb", target)
     original = target.read_bytes()
+    os.utime(target, ns=(0, 0))  # so the save below shows in the modification time
     page = _open(browser, lab, target.name)
     try:
         page.wait_for_timeout(3000)
         page.locator(f"{PANEL} .jp-Notebook").first.click()
         page.keyboard.press("Control+s")
-        page.wait_for_timeout(3000)
+        deadline = time.monotonic() + 30
+        while target.stat().st_mtime_ns == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert target.stat().st_mtime_ns != 0, "JupyterLab did not save the notebook"
     finally:
         page.close()
         for kernel in lab.kernels():
