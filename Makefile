@@ -13,7 +13,7 @@ EXECUTOR ?= local
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup figures test test-slow test-notebooks lint format bench kernel clean-cache
+.PHONY: setup figures test test-slow test-notebooks test-browser lint format bench kernel lab venv clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,23 @@ test-notebooks: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
-## Register the package's Jupyter kernel ("adtr") for JupyterLab.
-kernel: setup
+## The browser test: JupyterLab in headless Chromium runs notebook 02 (smoke profile). Needs Chromium
+## (Debian: apt-get install chromium); skipped with that hint without it. Downloads nothing.
+test-browser: venv
+	$(VENV)/bin/pytest -q -m browser tests/test_browser.py
+
+## Register the package's Jupyter kernel "adtr" ("Python (adtr)", this venv's python) for JupyterLab.
+## Works after `make setup` or the README's install by hand; installs nothing.
+kernel: venv
 	$(PY) -m ipykernel install --user --name adtr --display-name "Python (adtr)"
+
+## JupyterLab at the repository root (notebooks/ and figures/executed/ both reachable), kernel registered.
+lab: kernel
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)"
+
+# An existing venv (from `make setup` or the README's install by hand) is enough.
+venv:
+	@test -x $(PY) || { echo "no $(PY): run 'make setup' or the README's install first" >&2; exit 1; }
 
 lint: setup
 	$(VENV)/bin/ruff check .

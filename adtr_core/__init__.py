@@ -8,4 +8,11 @@ model-agnostic trainer; ``experiment`` wires a config to a results folder;
 ``toy`` the "identical mapping" analysis of Sec. 3.2; ``data`` the datasets.
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# Our progress bars are tqdm's plain ones (they work in a terminal and a notebook alike);
+# libraries we import (huggingface_hub, via timm) load tqdm.auto, which warns in every
+# Jupyter kernel without ipywidgets that it cannot draw a widget. That warning is not ours.
+warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")

@@ -196,7 +196,7 @@ def _run_backbone(
     When ``hasher`` is given, the bytes of the images are fed to it as they pass; ``dtype``
     is the autocast dtype (None: float32).
     """
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     # channels_last speeds convolutions up on CUDA and on CPU alike (benchmarks: 1.44x on CPU).
     channels_last = getattr(backbone, "supports_channels_last", True)

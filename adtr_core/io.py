@@ -77,6 +77,16 @@ def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     return path
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -98,6 +108,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp_path, path)
     except (OSError, RuntimeError) as err:
         if isinstance(err, OutputError) or not _is_write_failure(err):

@@ -10,6 +10,7 @@ environment variable.
 | figures and tables | ``<root>/figures`` | ``ADTR_FIGURES`` |
 | caches (demo data, backbone features) | ``<root>/.cache/adtr`` | ``ADTR_CACHE`` |
 | run results | ``<root>/runs`` | ``ADTR_RUNS`` |
+| outputs of notebooks run by hand | ``<root>/scratch`` | ``ADTR_SCRATCH`` |
 | MVTec AD root | the embedded copy, ``<root>/data/mvtec_ad`` (``bottle`` only) | ``MVTEC_ROOT`` |
 | CIFAR root (holds ``cifar-10-batches-py/``) | none | ``CIFAR_ROOT`` |
 """
@@ -49,6 +50,11 @@ def cache_dir() -> Path:
 def runs_dir() -> Path:
     """Default parent of results folders written by ``adtr train`` and the sweeps."""
     return _env_path("ADTR_RUNS", repo_root() / "runs")
+
+
+def scratch_dir() -> Path:
+    """Where notebooks run by hand (no ``out_dir``) write their figures and tables."""
+    return _env_path("ADTR_SCRATCH", repo_root() / "scratch")
 
 
 def demo_root() -> Path:

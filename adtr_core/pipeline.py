@@ -20,7 +20,12 @@ with one line naming the notebook and the cell, and the partially executed noteb
 kept as ``figures/executed/NN_slug.FAILED.ipynb``.
 
 The kernel is this interpreter's (``kernel_name="python3"`` resolves to
-``sys.executable``) and runs with ``HF_HUB_OFFLINE=1``: nothing uses the network.
+``sys.executable``) and runs with ``HF_HUB_OFFLINE=1``: nothing uses the network. The
+executed copies name the package's kernel (``adtr``, "Python (adtr)", as the source
+notebooks do) and are written in the form JupyterLab saves (:func:`lab_form`), so
+opening one in JupyterLab changes nothing on disk. The pipeline always passes
+``out_dir``; a notebook run by hand without it writes to a scratch folder instead
+(:mod:`adtr_core.params`), so only the pipeline writes ``figures/``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ TABLE_SUFFIXES = (".csv", ".md")
 MANIFEST_JSON = "MANIFEST.json"
 MANIFEST_MD = "MANIFEST.md"
 EXECUTED_DIR = "executed"
+# The package's Jupyter kernel (`make kernel`): every notebook names it, executed copies too.
+KERNELSPEC = {"name": "adtr", "display_name": "Python (adtr)", "language": "python"}
 MANIFEST_SCHEMA = 1
 # Packages whose versions go into the manifest (distribution names).
 VERSIONED_PACKAGES = (
@@ -248,11 +255,27 @@ def _parse_parameters(source: str) -> tuple[dict[str, Any], list[str]]:
     return values, problems
 
 
+def _papermill_blind_spots(cell, values: dict[str, Any]) -> list[str]:
+    """Parameters papermill does not find in the cell (it warns "unknown parameter" for them).
+
+    Papermill reads the cell line by line and skips a line with more than one ``=``, so a
+    comment must not contain ``=``.
+    """
+    from papermill.translators import PythonTranslator
+
+    seen = {p.name for p in PythonTranslator.inspect(cell)}
+    return [
+        f"parameters cell: papermill does not see {name} (no '=' in its comment, please)"
+        for name in values
+        if name not in seen
+    ]
+
+
 def lint_notebook(path: str | Path) -> list[str]:
     """Problems with a notebook's form (empty list: none).
 
     Checks the notebook conventions: exactly one ``parameters``-tagged code cell holding
-    only documented literal assignments, and no ``def``, ``class`` or ``lambda`` in any code
+    only documented literal assignments that papermill sees as parameters, and no ``def``, ``class`` or ``lambda`` in any code
     cell (IPython magics are translated first).
     """
     path = Path(path)
@@ -262,7 +285,9 @@ def lint_notebook(path: str | Path) -> list[str]:
     if len(cells) != 1:
         problems.append(f"needs exactly one code cell tagged 'parameters', found {len(cells)}")
     else:
-        problems += _parse_parameters(nb.cells[cells[0]].source)[1]
+        values, found = _parse_parameters(nb.cells[cells[0]].source)
+        problems += found
+        problems += _papermill_blind_spots(nb.cells[cells[0]], values)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
@@ -684,7 +709,70 @@ def _strip_local_paths(nb_path: Path) -> None:
     for local, neutral in ((venv, "<venv>"), (root, "<repo>"), (str(Path.home()), "~")):
         if local and local not in ("/", "."):
             text = text.replace(local, neutral)
-    nb_path.write_text(text)
+    write_text(nb_path, text)
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """JSON as a browser writes it: ``0.0`` is ``0`` (JavaScript has one number type)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    return value
+
+
+def _overwrite_carriage_returns(text: str) -> str:
+    """Stream text as a notebook front end shows it: a ``\r`` returns to the line's start
+    and the text after it overwrites what was there."""
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part) :]
+        lines.append(shown)
+    return "\n".join(lines)
+
+
+def lab_form(nb: dict[str, Any], kernelspec: dict[str, str] | None = None) -> dict[str, Any]:
+    """A notebook as JupyterLab saves it, so opening and saving it changes nothing.
+
+    JupyterLab joins consecutive stream outputs of one stream, applies carriage returns,
+    writes integral numbers without ``.0`` and names the kernel it runs; nbformat then
+    writes the file with a final newline (:func:`write_lab_notebook`).
+
+    Args:
+        nb: the notebook as a dict (nbformat 4).
+        kernelspec: the kernel to name; default :data:`KERNELSPEC`, the package's.
+    """
+    nb = _integral_floats_as_ints(nb)
+    nb.setdefault("metadata", {})["kernelspec"] = dict(kernelspec or KERNELSPEC)
+    for cell in nb.get("cells", []):
+        outputs: list[dict[str, Any]] = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text = out["text"] if isinstance(out["text"], str) else "".join(out["text"])
+                last = outputs[-1] if outputs else None
+                if last and last.get("output_type") == "stream" and last["name"] == out["name"]:
+                    last["text"] += text
+                    continue
+                out = {**out, "text": text}
+            outputs.append(out)
+        for out in outputs:
+            if out.get("output_type") == "stream":
+                out["text"] = _overwrite_carriage_returns(out["text"])
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    return nb
+
+
+def write_lab_notebook(nb_path: Path) -> None:
+    """Rewrite an executed notebook in JupyterLab's form (:func:`lab_form`), mode 0644."""
+    import nbformat
+
+    nb = lab_form(json.loads(nb_path.read_text()))
+    write_text(nb_path, nbformat.writes(nbformat.from_dict(nb)) + "\n")
 
 
 def run_notebook(
@@ -726,7 +814,8 @@ def run_notebook(
     if provenance is None:
         provenance = {"versions": package_versions(), "git": git_state(), "machine": machine_info()}
 
-    out_dir = None if figures.resolve() == default_figures.resolve() else figures
+    # always explicit: a notebook run without out_dir is a hand run and writes to scratch/
+    out_dir = _display_path(figures)
     prefix = stem.split("_", 1)[0] + "_"
     before = _snapshot(figures, prefix)
     started = dt.datetime.now(dt.UTC)
@@ -750,6 +839,7 @@ def run_notebook(
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         _strip_local_paths(running)
+        write_lab_notebook(running)
         os.replace(running, final)
         partial.unlink(missing_ok=True)
     except PapermillExecutionError as err:

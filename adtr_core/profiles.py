@@ -1,9 +1,13 @@
 """Parameter profiles: ``smoke``, ``quick`` and ``paper``.
 
-A profile is a YAML file in ``adtr_core/profiles/`` holding one mapping per
-notebook (keyed by the notebook's stem, e.g. ``01_identical_mapping``) and one for
-the CLI's ``adtr train`` (key ``train``). The notebooks receive their mapping as
-papermill parameters; ``adtr train --profile`` uses the ``train`` mapping.
+A profile is a YAML file in ``adtr_core/profiles/``. Its ``run`` block holds the
+settings of one ADTR run (image size, backbone, widths, epochs, optimiser, seed,
+device), written once; one section per notebook (keyed by the notebook's stem, e.g.
+``02_train_category``) and one for the CLI's ``adtr train`` (``train``) hold the rest.
+A section with a ``run:`` key takes the ``run`` block, overriding the keys it lists
+there (``05_ablations: {run: {image_size: 128}, ...}``), so notebooks that share a run
+cannot drift apart. :func:`profile_params` returns a section merged with its run
+settings: the parameters of that notebook under the profile.
 
 - ``smoke``: seconds per notebook; the tests execute every notebook with it.
 - ``quick``: the default of ``make figures``: every notebook on the embedded real
@@ -23,6 +27,7 @@ import yaml
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILES = ("smoke", "quick", "paper")
+RUN = "run"  # the block of run settings, and the key by which a section takes it
 
 
 @cache
@@ -33,19 +38,53 @@ def _load(name: str) -> dict:
         return yaml.safe_load(fh) or {}
 
 
-def profile_params(profile: str, section: str) -> dict:
-    """The parameters of one notebook (or ``"train"``) under ``profile``.
-
-    Raises:
-        ValueError: the profile or the section does not exist.
-    """
+def _section(profile: str, section: str) -> dict:
     data = _load(profile)
-    if section not in data:
+    if section not in data or section == RUN:
         raise ValueError(
-            f"profile {profile!r} has no section {section!r}; sections: {', '.join(sorted(data))}"
+            f"profile {profile!r} has no section {section!r}; "
+            f"sections: {', '.join(profile_sections(profile))}"
         )
     return dict(data[section] or {})
 
 
+def profile_run(profile: str, section: str) -> dict | None:
+    """The run settings of one section: the profile's ``run`` block with the section's overrides.
+
+    Returns:
+        ``{image_size: ..., epochs: ..., ...}`` (ExperimentConfig fields), or None when the
+        section does not take the run block (notebook 01).
+
+    Raises:
+        ValueError: the profile or the section does not exist, or an override names a key
+            the ``run`` block does not have.
+    """
+    values = _section(profile, section)
+    if RUN not in values:
+        return None
+    base = dict(_load(profile).get(RUN) or {})
+    overrides = dict(values[RUN] or {})
+    unknown = sorted(set(overrides) - set(base))
+    if unknown:
+        raise ValueError(
+            f"profile {profile!r}, section {section!r}: run override(s) {', '.join(unknown)} "
+            f"are not run settings ({', '.join(base)})"
+        )
+    return {**base, **overrides}
+
+
+def profile_params(profile: str, section: str) -> dict:
+    """The parameters of one notebook (or ``"train"``) under ``profile``: its run settings
+    (when it takes them) followed by the section's own keys.
+
+    Raises:
+        ValueError: the profile or the section does not exist.
+    """
+    run = profile_run(profile, section) or {}
+    own = {k: v for k, v in _section(profile, section).items() if k != RUN}
+    return {**run, **own}
+
+
 def profile_sections(profile: str) -> list[str]:
-    return sorted(_load(profile))
+    """The notebook sections (and ``train``) of a profile, without the ``run`` block."""
+    return sorted(k for k in _load(profile) if k != RUN)

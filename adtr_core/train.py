@@ -478,7 +478,7 @@ class Trainer:
             total += loss.detach().float().reshape(())
             steps += 1
             if cfg.log_every_steps and steps % cfg.log_every_steps == 0:
-                from tqdm.auto import tqdm
+                from tqdm.std import tqdm
 
                 tqdm.write(f"epoch {self.epoch + 1} step {steps}: loss {loss.item():.6g}")
         return total.item() / steps
@@ -494,7 +494,7 @@ class Trainer:
         Raises:
             FloatingPointError: the epoch loss is not finite (training diverged).
         """
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm
 
         cfg = self.config
         if self.epoch >= cfg.epochs:

@@ -1,6 +1,7 @@
 """Shared test settings: small thread counts, offline hubs, and run/figure folders in tmp.
 
-Results folders (``ADTR_RUNS``) and figures (``ADTR_FIGURES``) go to a session temporary
+Results folders (``ADTR_RUNS``), figures (``ADTR_FIGURES``) and hand-run outputs
+(``ADTR_SCRATCH``) go to a session temporary
 folder, so no test writes into the repository's ``runs/`` or ``figures/``. The cache of
 demo data and backbone features (``ADTR_CACHE``, default ``.cache/adtr``) is shared with
 normal use: it is keyed by content and makes the tests fast.
@@ -29,9 +30,10 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 def _tmp_outputs(tmp_path_factory: pytest.TempPathFactory):
     """Point ``ADTR_RUNS`` and ``ADTR_FIGURES`` at a session temporary folder."""
     root = tmp_path_factory.mktemp("adtr_outputs")
-    saved = {k: os.environ.get(k) for k in ("ADTR_RUNS", "ADTR_FIGURES")}
+    saved = {k: os.environ.get(k) for k in ("ADTR_RUNS", "ADTR_FIGURES", "ADTR_SCRATCH")}
     os.environ["ADTR_RUNS"] = str(root / "runs")
     os.environ["ADTR_FIGURES"] = str(root / "figures")
+    os.environ["ADTR_SCRATCH"] = str(root / "scratch")
     yield root
     for key, value in saved.items():
         if value is None:

@@ -2,9 +2,12 @@
 
 Static checks parse every code cell (IPython magics translated) and refuse ``def``,
 ``class`` and ``lambda``; the parameters cell must hold documented literal assignments
-only; every profile must have a section per notebook whose keys the notebook declares.
-The smoke run executes each notebook with papermill and the ``smoke`` profile into
-temporary folders (marked ``notebooks``; part of the default suite).
+only, all seen by papermill, each profile key at None (the profile's value), checked in
+the cell right after it; every profile must have a section per notebook whose keys the
+notebook declares. The smoke run executes each notebook with papermill and the
+``smoke`` profile into temporary folders (marked ``notebooks``; part of the default
+suite) and checks the executed copy: no errors or warnings, no machine paths, the
+package's kernel, JupyterLab's form.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from adtr_core import paths
+from adtr_core.params import FIXED
 from adtr_core.pipeline import (
     EXECUTED_DIR,
     MANIFEST_JSON,
@@ -23,7 +27,7 @@ from adtr_core.pipeline import (
     notebook_parameters,
     run_notebook,
 )
-from adtr_core.profiles import PROFILES, profile_sections
+from adtr_core.profiles import PROFILES, profile_params, profile_sections
 
 EXPECTED = (
     "01_identical_mapping",
@@ -62,6 +66,43 @@ def test_profile_section_fits_the_parameters_cell(notebook: Path, profile: str):
     notebook_parameters(notebook, profile)
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=IDS)
+def test_parameters_default_to_the_profile_and_are_checked_next(notebook: Path):
+    import nbformat
+
+    from adtr_core.pipeline import KERNELSPEC, declared_parameters, parameters_cells
+
+    declared = declared_parameters(notebook)
+    assert declared["profile"] == "quick" and declared["out_dir"] is None
+    for profile in PROFILES:
+        keys = set(profile_params(profile, notebook.stem))
+        assert set(declared) - set(FIXED) == keys, f"{profile}: {set(declared) ^ keys}"
+    fixed_values = {k: v for k, v in declared.items() if k not in FIXED and v is not None}
+    assert not fixed_values, f"parameters not left to the profile: {fixed_values}"
+    nb = nbformat.read(str(notebook), as_version=4)
+    after = nb.cells[parameters_cells(nb)[0] + 1].source
+    assert f'params.resolve("{notebook.stem}", globals())' in after
+    assert nb.metadata["kernelspec"] == KERNELSPEC
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS[1:2], ids=IDS[1:2])
+def test_a_bad_parameter_stops_the_notebook_at_once_in_one_line(notebook: Path, tmp_path):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as info:
+        pm.execute_notebook(
+            str(notebook),
+            str(tmp_path / "out.ipynb"),
+            parameters={"epochs": "abc"},
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    assert info.value.ename == "ParameterError"
+    assert info.value.evalue == "parameter epochs = 'abc': expected an integer >= 1"
+    assert "params.resolve" in info.value.source  # the cell after the parameters cell
+
+
 @pytest.fixture(scope="module")
 def shared_runs(tmp_path_factory) -> Path:
     """One runs folder for all smoke notebooks: equal configs are trained once, as in use."""
@@ -84,4 +125,32 @@ def test_notebook_runs_with_the_smoke_profile(notebook: Path, tmp_path, shared_r
         and not p.name.startswith(notebook.stem)
     )
     assert not foreign, f"{notebook.stem} wrote files not named {notebook.stem}*: {foreign}"
-    assert (figures / EXECUTED_DIR / notebook.name).is_file()
+    executed = figures / EXECUTED_DIR / notebook.name
+    assert executed.is_file()
+    _check_executed_copy(executed, figures)
+
+
+def _check_executed_copy(executed: Path, figures: Path) -> None:
+    """What a user sees in the committed executed notebooks: clean, and stable in JupyterLab."""
+    import json
+    import os
+    import tempfile
+
+    import nbformat
+
+    from adtr_core.pipeline import KERNELSPEC, lab_form
+
+    text = executed.read_text()
+    nb = json.loads(text)
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    stderr = "".join("".join(o["text"]) for o in outputs if o.get("name") == "stderr")
+    assert "Warning" not in stderr, stderr
+    for local in (str(paths.repo_root()), tempfile.gettempdir() + "/", os.path.expanduser("~/")):
+        assert local not in text.replace(str(figures), "<figures>"), local
+    assert nb["metadata"]["kernelspec"] == KERNELSPEC
+    assert text == nbformat.writes(nbformat.from_dict(lab_form(nb))) + "\n"  # a fixed point
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in figures.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # 0644 under the usual umask

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def _stream_text(nb_path: Path) -> str:
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 # --------------------------------------------------------------------------- fast checks
 
 
@@ -176,6 +183,45 @@ def test_lint_finds_definitions_and_bad_parameter_cells(tmp_path):
         declared_parameters(none)
 
 
+def test_lint_finds_parameters_papermill_cannot_see(tmp_path):
+    nb = _notebook(
+        tmp_path / "13_eq.ipynb",
+        [("parameters", "out_dir = None  # None = figures/\nk = 2  # fine\n")],
+    )
+    assert lint_notebook(nb) == [
+        "parameters cell: papermill does not see out_dir (no '=' in its comment, please)"
+    ]
+
+
+def test_lab_form_is_what_jupyterlab_saves():
+    nb = {
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {"papermill": {"duration": 2.0, "start": 0.5}},
+                "outputs": [
+                    {"output_type": "stream", "name": "stdout", "text": ["a\n"]},
+                    {"output_type": "stream", "name": "stdout", "text": "10%\r100%\n"},
+                    {"output_type": "stream", "name": "stderr", "text": "e\n"},
+                    {"output_type": "stream", "name": "stdout", "text": "abcd\rxy\n"},
+                ],
+            }
+        ],
+    }
+    out = pipeline.lab_form(nb)
+    assert out["metadata"]["kernelspec"] == pipeline.KERNELSPEC
+    cell = out["cells"][0]
+    assert cell["metadata"]["papermill"] == {"duration": 2, "start": 0.5}
+    assert isinstance(cell["metadata"]["papermill"]["duration"], int)
+    assert [(o["name"], o["text"]) for o in cell["outputs"]] == [
+        ("stdout", "a\n100%\n"),
+        ("stderr", "e\n"),
+        ("stdout", "xycd\n"),  # a carriage return overwrites, as a terminal does
+    ]
+    assert pipeline.lab_form(out) == out
+
+
 def test_git_state_and_provenance_shape():
     git = pipeline.git_state()
     assert set(git) == {"commit", "dirty"}
@@ -215,6 +261,12 @@ def test_one_notebook_writes_figures_executed_copy_and_manifest(
     # the kernel is this interpreter; the executed copy names it relative to the venv
     assert f"python: {sys.executable.replace(sys.prefix, '<venv>')}" in printed
     assert str(paths.repo_root()) not in executed.read_text()  # no folder of this machine
+    # in JupyterLab's form: the package's kernel, a final newline, ordinary permissions
+    saved = json.loads(executed.read_text())
+    assert saved["metadata"]["kernelspec"]["name"] == "adtr"
+    assert executed.read_text().endswith("}\n")
+    assert executed.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert (figures / "01_fake_ok_line.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
     assert "offline: 1" in printed
 
     manifest = json.loads((figures / "MANIFEST.json").read_text())

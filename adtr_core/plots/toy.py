@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -40,11 +41,54 @@ KIND_STYLES = {"conv1x1": (0, (4, 2))}  # conv1x1 equals fc: dashed so both stay
 
 # (metric, panel title, y scale, kinds) of the curve panels.
 CURVE_PANELS = (
-    ("w_dist", r"$\|w-I\|_F/\|I\|_F$ (FC, conv)", "linear", None),
-    ("diag_mass", "attention diag mass\n(solid: normal, dotted: anomalous tokens)", "linear", None),
-    ("err_pos", "reconstruction MSE\n(solid: normal, dotted: anomalous tokens)", "log", None),
-    ("auroc", "token AUROC of the error", "linear", None),
+    ("w_dist", "distance of w from the identity\n(FC, conv)", "linear", None),
+    ("diag_mass", "attention on the own token\n(solid: normal, dotted: anomalous)", "linear", None),
+    ("err_pos", "reconstruction error (MSE)\n(solid: normal, dotted: anomalous)", "log", None),
+    ("auroc", "detection of anomalous tokens\n(AUROC of the error)", "linear", None),
 )
+# Axis words for the measurements and settings (the figures never show variable names).
+METRIC_LABELS = {
+    "w_dist": r"$\|w-I\|_F\,/\,\|I\|_F$",
+    "b_norm": r"$\|b\|$",
+    "diag_mass": "diagonal mass of attention",
+    "diag_mass_anom": "diagonal mass, anomalous tokens",
+    "err_pos": "MSE on normal tokens",
+    "err_neg": "MSE on anomalous tokens",
+    "err_neg_rel": "relative error on anomalous\ntokens (0: reconstructed)",
+    "auroc": "token AUROC",
+}
+SETTING_LABELS = {
+    "epoch": "training epoch",
+    "step": "training step",
+    "channel_rank": "channel rank of the normal tokens",
+    "weight_decay": "weight decay",
+    "rank": "rank of the per-sample variation",
+    "noise": "noise std",
+}
+# Font sizes that stay legible when a wide figure is shown at page width (the README).
+LEGIBLE = {
+    "font.size": 13,
+    "axes.titlesize": 13,
+    "axes.labelsize": 13,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "legend.fontsize": 13,
+}
+
+
+def _words(name: str, labels: Mapping[str, str]) -> str:
+    return labels.get(name, name.replace("_", " "))
+
+
+def _legible(plot):
+    """Draw the figure with :data:`LEGIBLE` font sizes."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(LEGIBLE):
+            return plot(*args, **kwargs)
+
+    return wrapper
 
 
 def _band(ax, sub: pd.DataFrame, x: str, color: str, linestyle="-", label=None, marker=None):
@@ -66,6 +110,7 @@ def _band(ax, sub: pd.DataFrame, x: str, color: str, linestyle="-", label=None, 
     )
 
 
+@_legible
 def plot_curves(
     curves: pd.DataFrame,
     x: str = "epoch",
@@ -89,7 +134,7 @@ def plot_curves(
     fig, axes = plt.subplots(
         len(rows),
         len(CURVE_PANELS),
-        figsize=(4.2 * len(CURVE_PANELS), 3.1 * len(rows)),
+        figsize=(4.4 * len(CURVE_PANELS), 3.4 * len(rows)),
         squeeze=False,
     )
     for r, row_value in enumerate(rows):
@@ -119,11 +164,16 @@ def plot_curves(
             if metric == "diag_mass":
                 ax.set_ylim(-0.02, 1.02)
             if r == 0:
-                ax.set_title(panel_title, fontsize=10)
+                ax.set_title(panel_title)
+            quantity = _words(metric, METRIC_LABELS).split("\n")[0]
+            if metric in ("err_pos", "diag_mass"):
+                quantity = {"err_pos": "MSE", "diag_mass": "diagonal mass"}[metric]
             if c == 0 and row_value is not None:
-                ax.set_ylabel(str(row_value), fontsize=10, fontweight="bold")
+                ax.set_ylabel(f"{row_value}\n{quantity}", fontweight="bold")
+            else:
+                ax.set_ylabel(quantity)
             if r == len(rows) - 1:
-                ax.set_xlabel(x)
+                ax.set_xlabel(_words(x, SETTING_LABELS))
             ax.grid(alpha=0.3)
     handles, labels = [], []
     for ax in axes.flat:
@@ -131,10 +181,10 @@ def plot_curves(
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), frameon=False)
     if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97 if title else 1))
+        fig.suptitle(title, fontsize=14)
+    fig.tight_layout(rect=(0, 0.09, 1, 0.96 if title else 1))
     return fig
 
 
@@ -143,6 +193,7 @@ def _weight_image(model: nn.Module) -> np.ndarray:
     return w.detach().cpu().numpy()
 
 
+@_legible
 def plot_weights(
     models: Mapping[str, nn.Module],
     data: ToyData,
@@ -185,7 +236,7 @@ def plot_weights(
             panels.append((label, _weight_image(models[kind]), "w"))
     ncol = min(4, len(panels))
     nrow = int(np.ceil(len(panels) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.7 * ncol, 3.5 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 4.0 * nrow), squeeze=False)
     anom = data.token_mask[index].numpy()
     for ax, (label, img, what) in zip(axes.flat, panels):
         if what == "w":
@@ -201,16 +252,17 @@ def plot_weights(
                 pos = np.flatnonzero(anom)
                 ax.plot(pos, np.full_like(pos, -1.5), "v", color="red", ms=4, clip_on=False)
                 ax.set_ylim(len(anom) - 0.5, -3)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label, fontsize=11)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=14)
     fig.tight_layout()
     return fig
 
 
+@_legible
 def plot_error_maps(
     panels: Mapping[str, tuple[Mapping[str, nn.Module], ToyData]],
     n_samples: int = 2,
@@ -236,7 +288,7 @@ def plot_error_maps(
             rows.append((name, models, data, i))
     kinds = [k for k in MODEL_KINDS if any(k in r[1] for r in rows)]
     fig, axes = plt.subplots(
-        len(rows), len(kinds) + 1, figsize=(2.3 * (len(kinds) + 1), 2.4 * len(rows)), squeeze=False
+        len(rows), len(kinds) + 1, figsize=(2.8 * (len(kinds) + 1), 2.8 * len(rows)), squeeze=False
     )
     for r, (name, models, data, i) in enumerate(rows):
         h, w = data.grid
@@ -245,9 +297,9 @@ def plot_error_maps(
         if data.token_ignore is not None:
             ign = data.token_ignore[i].reshape(h, w).numpy()
             axes[r, 0].imshow(np.ma.masked_where(~ign, ign), cmap="autumn", alpha=0.6)
-        axes[r, 0].set_ylabel(f"{name}\nsample {i}", fontsize=8)
+        axes[r, 0].set_ylabel(f"{name}\nsample {i}", fontsize=11)
         if r == 0:
-            axes[r, 0].set_title("anomalous tokens", fontsize=9)
+            axes[r, 0].set_title("anomalous tokens", fontsize=11)
         x = data.x_test_neg[i : i + 1]  # (1, K, C)
         errors = {
             k: token_errors(models[k], x)[0].reshape(h, w).numpy() for k in kinds if k in models
@@ -261,18 +313,19 @@ def plot_error_maps(
             ax.imshow(errors[kind], cmap="magma", vmin=0, vmax=vmax)
             if mask.any():
                 ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
-            ax.set_xlabel(f"max {vmax:.2g}", fontsize=7, labelpad=1)
+            ax.set_xlabel(f"max error {vmax:.2g}", fontsize=10, labelpad=1)
             if r == 0:
-                ax.set_title(MODEL_LABELS[kind].replace(", ", ",\n"), fontsize=8)
+                ax.set_title(MODEL_LABELS[kind].replace(", ", ",\n"), fontsize=11)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     return fig
 
 
+@_legible
 def plot_sweep(
     final: pd.DataFrame,
     x: str,
@@ -297,7 +350,7 @@ def plot_sweep(
     fig, axes = plt.subplots(
         len(metrics),
         len(cols),
-        figsize=(4.0 * len(cols), 2.9 * len(metrics)),
+        figsize=(4.4 * len(cols), 3.3 * len(metrics)),
         squeeze=False,
         sharey="row",
     )
@@ -328,15 +381,16 @@ def plot_sweep(
                 ax.axhline(0.5, color="grey", lw=0.8, ls="--")
                 ax.set_ylim(0.3, 1.02)
             if r == 0 and col:
-                ax.set_title(f"{col} = {col_value}", fontsize=10)
+                value = f"{col_value:g}" if isinstance(col_value, int | float) else col_value
+                ax.set_title(f"{_words(col, SETTING_LABELS)} {value}")
             if c == 0:
-                ax.set_ylabel(metric)
+                ax.set_ylabel(_words(metric, METRIC_LABELS))
             if r == len(metrics) - 1:
-                ax.set_xlabel(x + (" (0 drawn at the left end)" if logx else ""))
+                ax.set_xlabel(_words(x, SETTING_LABELS) + (" (0 at the left end)" if logx else ""))
             ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), frameon=False)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=14)
     fig.tight_layout(rect=(0, 0.07, 1, 0.95 if title else 1))
     return fig

@@ -1,0 +1,117 @@
+"""Tests for notebook parameters: profile filling, overrides, checks and where outputs go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adtr_core import params, paths
+from adtr_core.params import ParameterError, check_value, check_values, resolve
+from adtr_core.profiles import profile_params, profile_run
+
+
+def _namespace(**given):
+    """A notebook namespace after a parameters cell that leaves everything at None."""
+    ns = {name: None for name in profile_params("quick", "02_train_category")}
+    ns.update(profile="quick", out_dir=None, runs_dir=None, executor="local")
+    ns.update(given)
+    return ns
+
+
+def test_none_parameters_take_the_profile_and_explicit_ones_override():
+    ns = _namespace(profile="smoke", epochs=3)
+    p = resolve("02_train_category", ns)
+    smoke = profile_params("smoke", "02_train_category")
+    assert p.profile == "smoke"
+    assert p.overrides == {"epochs": 3}
+    assert ns["epochs"] == 3 and ns["image_size"] == smoke["image_size"]  # written back
+    assert p.run == {**profile_run("smoke", "02_train_category"), "epochs": 3}
+    # an explicit value equal to the profile's is no override
+    assert resolve("02_train_category", _namespace(epochs=16)).overrides == {}
+
+
+def test_hand_runs_write_to_scratch_and_explicit_out_dir_is_kept(tmp_path):
+    scratch = paths.scratch_dir()
+    p = resolve("02_train_category", _namespace(profile="smoke"))
+    assert p.hand_run and p.out_dir == scratch / "smoke"
+    assert "scratch" in p.describe() and "make figures" in p.describe()
+    p = resolve("02_train_category", _namespace(profile="smoke", lr=0.5))
+    assert p.out_dir == scratch / "smoke-custom"
+    assert paths.figures_dir() not in (p.out_dir, *p.out_dir.parents)
+    ns = _namespace(out_dir=str(tmp_path / "mine"))
+    p = resolve("02_train_category", ns)
+    assert not p.hand_run and p.out_dir == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+    assert ns["out_dir"] == str(tmp_path / "mine")
+
+
+def test_relative_out_dir_is_relative_to_the_repository(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADTR_ROOT", str(tmp_path))
+    p = resolve("02_train_category", _namespace(out_dir="figures"))
+    assert p.out_dir == tmp_path / "figures"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("epochs", "abc", "parameter epochs = 'abc': expected an integer >= 1"),
+        ("epochs", 0, "epochs = 0: expected an integer >= 1"),
+        ("epochs", 2.5, "epochs = 2.5: expected an integer"),
+        ("epochs", True, "epochs = True: expected an integer"),
+        ("lr", -1, "lr = -1: expected a number > 0"),
+        ("lr", "fast", "lr = 'fast': expected a number > 0"),
+        ("image_size", 100, "image_size = 100: expected an integer, a multiple of 16"),
+        ("stages", [1, 6], "stages = [1, 6]: expected a non-empty list of integers in [1, 5]"),
+        ("stages", "[1, 6]", "stages = '[1, 6]': expected a non-empty list of integers"),
+        ("profile", "fast", "profile = 'fast': expected one of smoke, quick, paper"),
+        ("executor", "slurm", "executor = 'slurm': expected one of local, ray"),
+        ("device", "gpu", "device = 'gpu': expected auto, cpu, cuda, cuda:N or mps"),
+        ("num_heads", 3, "num_heads = 3: expected a divisor of hidden_dim (64)"),
+        ("category", 5, "category = 5: expected a category name, or None"),
+    ],
+)
+def test_bad_values_fail_in_one_line_naming_parameter_value_and_expectation(name, value, message):
+    with pytest.raises(ParameterError) as info:
+        resolve("02_train_category", _namespace(**{name: value}))
+    text = str(info.value)
+    assert message in text and "\n" not in text
+
+
+def test_values_are_normalised():
+    assert check_value("lr", 1) == 1.0 and isinstance(check_value("lr", 1), float)
+    assert check_value("stages", (1, 2)) == [1, 2]
+    assert check_value("stages", "[3, 4]") == [3, 4]  # papermill -p passes lists as text
+    assert check_value("torch_threads", None) is None
+    with pytest.raises(ParameterError, match=r"categories = \[\]: expected a non-empty list"):
+        check_value("categories", [])
+    assert check_value("unknown_thing", object) is object  # not ours to check
+    with pytest.raises(ParameterError, match="K = 10: expected a square number"):
+        check_values({"K": 10})
+    with pytest.raises(ParameterError, match="channel_rank = 9: expected at most C"):
+        check_values({"C": 8, "channel_rank": 9})
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_every_profile_passes_its_own_checks(profile):
+    from adtr_core.pipeline import discover_notebooks
+
+    for nb in discover_notebooks():
+        ns = {name: None for name in profile_params(profile, nb.stem)}
+        ns.update(profile=profile, out_dir=str(paths.figures_dir()), runs_dir=None)
+        ns["executor"] = "local"
+        p = resolve(nb.stem, ns)
+        assert p.overrides == {}, nb.stem
+
+
+def test_a_parameter_the_notebook_does_not_declare_is_named():
+    ns = _namespace()
+    del ns["epochs"]
+    with pytest.raises(ParameterError, match="epochs of profile 'quick' are not declared"):
+        resolve("02_train_category", ns)
+    with pytest.raises(ParameterError, match="profile is not declared"):
+        resolve("02_train_category", {"out_dir": None})
+
+
+def test_scratch_dir_follows_its_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADTR_SCRATCH", str(tmp_path))
+    assert params.scratch_dir("quick", custom=True) == Path(tmp_path) / "quick-custom"
