@@ -63,7 +63,10 @@ def train_config(args: argparse.Namespace):
     if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
         values["data"] = "mvtec"  # a root without --data means the MVTec AD layout
     values.update(_folder_values(args, values))
-    values.update(_parse_set(args.set))
+    given = {**({"epochs": args.epochs} if args.epochs is not None else {}), **_parse_set(args.set)}
+    values.update(given)
+    if "epochs" in given and "steps" not in given:
+        values["steps"] = None  # an epoch count given by hand replaces the profile's step budget
     ExperimentConfig.check_values(values)  # every value, before any work
     return ExperimentConfig.from_dict(values)
 

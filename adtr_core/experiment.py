@@ -86,7 +86,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "dim_feedforward": (lambda v: v >= 1, "an integer >= 1"),
     "dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "steps": (lambda v: v >= 1, "an integer >= 1 (optimiser steps), or null (count epochs)"),
-    "epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "epochs": (lambda v: v >= 0, "an integer >= 0 (or null when steps is set)"),
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "lr": (lambda v: v > 0, "a number > 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
@@ -173,7 +173,7 @@ class ExperimentConfig:
     # epochs = ceil(steps / batches per epoch), milestones converted the same way, so a
     # category of 60 images trains as many steps as one of 391.
     steps: int | None = None
-    epochs: int = 500
+    epochs: int | None = 500  # None only with steps set
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -252,6 +252,10 @@ class ExperimentConfig:
                 raise ValueError(f"unknown {name} {value!r}: choose {problem}")
             if problem is not None:
                 raise ValueError(f"{name}={value!r} is not valid: expected {problem}")
+        if "epochs" in values and values["epochs"] is None and values.get("steps") is None:
+            raise ValueError(
+                "epochs=None is not valid: expected an integer >= 0 unless steps is set"
+            )
         dim, heads = values.get("hidden_dim"), values.get("num_heads")
         if isinstance(dim, int) and isinstance(heads, int) and heads >= 1 and dim % heads:
             raise ValueError(

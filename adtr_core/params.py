@@ -100,7 +100,9 @@ _NONNEG = Spec(int, low=0)
 _EPOCHS = Spec(int, low=1)
 _RATE = Spec(float, above=0)
 _DECAY = Spec(float, low=0)
-_MILESTONES = Spec(list, item=int, low=1, what="a list of epochs (integers >= 1), possibly empty")
+_MILESTONES = Spec(
+    list, item=int, low=1, what="a list of epochs or steps (integers >= 1), possibly empty"
+)
 _CATEGORY = Spec(str, optional=True, what="a category name, or None (the first of the data)")
 _CATEGORIES = Spec(list, item=str, optional=True, nonempty=True)
 _SEEDS = Spec(list, item=int, low=0, nonempty=True)
@@ -128,14 +130,17 @@ SPECS: dict[str, Spec] = {
     "num_encoder_layers": _POS,
     "num_decoder_layers": _POS,
     "num_heads": _POS,
-    "epochs": _EPOCHS,
+    "steps": Spec(int, low=1, optional=True, what="optimiser steps (an integer >= 1), or None"),
+    "epochs": Spec(int, low=1, optional=True, what="an integer >= 1 (None: steps is the budget)"),
     "batch_size": _POS,
     "lr": _RATE,
     "weight_decay": _DECAY,
     "lr_milestones": _MILESTONES,
     "seed": _NONNEG,
+    "precision": Spec(str, choices=("auto", "fp32", "bf16")),
     # --- ADTR+ (03, 06) ---
-    "plus_epochs": _EPOCHS,
+    "plus_steps": Spec(int, low=1, optional=True),
+    "plus_epochs": Spec(int, low=1, optional=True),
     "plus_lr_milestones": _MILESTONES,
     "alpha": _DECAY,
     "topk": _POS,
@@ -198,6 +203,16 @@ CROSS_CHECKS: tuple[tuple[str, Callable[[dict], bool], Callable[[dict], str]], .
         "channel_rank",
         lambda v: v["channel_rank"] is None or v["channel_rank"] <= v["C"],
         lambda v: f"at most C ({v['C']}), or None",
+    ),
+    (
+        "epochs",
+        lambda v: v["epochs"] is not None or v["steps"] is not None,
+        lambda v: "an integer >= 1 when steps is None",
+    ),
+    (
+        "plus_epochs",
+        lambda v: v["plus_epochs"] is not None or v["plus_steps"] is not None,
+        lambda v: "an integer >= 1 when plus_steps is None",
     ),
     (
         "device",
@@ -291,7 +306,7 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
     """
     checked = {name: check_value(name, value) for name, value in values.items()}
     for name, test, expected in CROSS_CHECKS:
-        if name in checked and checked[name] is not None:
+        if name in checked:
             try:
                 ok = test(checked)
             except KeyError:
@@ -381,6 +396,9 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
         )
     given = {name: namespace[name] for name in defaults}
     resolved = {name: defaults[name] if v is None else v for name, v in given.items()}
+    for epochs, steps in (("epochs", "steps"), ("plus_epochs", "plus_steps")):
+        if given.get(epochs) is not None and given.get(steps) is None and steps in resolved:
+            resolved[steps] = None  # an epoch count set by hand replaces the step budget
     fixed = {name: namespace[name] for name in FIXED if name != "profile" and name in namespace}
     checked = check_values({**resolved, **fixed})
     values = {name: checked[name] for name in defaults}

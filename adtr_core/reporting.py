@@ -472,12 +472,15 @@ def settings_note(cfg: ExperimentConfig, paper_epochs: int | None = None) -> str
         paper["lr_milestones"] = cfg.lr_milestones  # ADTR+'s schedule is not given
     changed = []
     if cfg.steps is not None:  # a budget in optimiser steps replaces the epoch counts
-        milestones = ", ".join(str(m) for m in cfg.lr_milestones)
-        paper_milestones = _fmt(paper.pop("lr_milestones"))
-        changed.append(
-            f"{cfg.steps} steps, lr x{cfg.lr_gamma:g} at step {milestones} "
-            f"(paper {paper.pop('epochs')} epochs, lr x0.1 at epoch {paper_milestones})"
+        paper_milestones = paper.pop("lr_milestones")
+        milestones = [m for m in cfg.lr_milestones if m < cfg.steps]
+        ours = f"{cfg.steps} steps" + (
+            f", lr x{cfg.lr_gamma:g} at step {_fmt(milestones)}" if milestones else ""
         )
+        theirs = f"{paper.pop('epochs')} epochs" + (
+            f", lr x0.1 at epoch {_fmt(paper_milestones)}" if paper_epochs is None else ""
+        )
+        changed.append(f"{ours} (paper {theirs})")
     for key, ref in paper.items():
         ours = getattr(cfg, key)
         if _fmt(ours) != _fmt(ref):

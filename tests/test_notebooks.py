@@ -99,7 +99,10 @@ def test_a_bad_parameter_stops_the_notebook_at_once_in_one_line(notebook: Path, 
             progress_bar=False,
         )
     assert info.value.ename == "ParameterError"
-    assert info.value.evalue == "parameter epochs = 'abc': expected an integer >= 1"
+    assert (
+        info.value.evalue
+        == "parameter epochs = 'abc': expected an integer >= 1 (None: steps is the budget)"
+    )
     assert "params.resolve" in info.value.source  # the cell after the parameters cell
 
 

@@ -28,7 +28,18 @@ def test_none_parameters_take_the_profile_and_explicit_ones_override():
     assert ns["epochs"] == 3 and ns["image_size"] == smoke["image_size"]  # written back
     assert p.run == {**profile_run("smoke", "02_train_category"), "epochs": 3}
     # an explicit value equal to the profile's is no override
-    assert resolve("02_train_category", _namespace(epochs=16)).overrides == {}
+    assert resolve("02_train_category", _namespace(steps=500)).overrides == {}
+
+
+def test_an_epoch_count_given_by_hand_replaces_the_step_budget():
+    quick = resolve("02_train_category", _namespace())
+    assert quick.run["steps"] == 500 and quick.run["epochs"] is None
+    p = resolve("02_train_category", _namespace(epochs=16))
+    assert p.run["epochs"] == 16 and p.run["steps"] is None
+    both = resolve("02_train_category", _namespace(epochs=16, steps=300))
+    assert both.run["steps"] == 300  # a step budget given too still wins
+    with pytest.raises(ParameterError, match="epochs = None: expected an integer >= 1 when steps"):
+        check_values({"epochs": None, "steps": None})
 
 
 def test_hand_runs_write_to_scratch_and_explicit_out_dir_is_kept(tmp_path):
