@@ -26,9 +26,18 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from adtr_core.train import resolve_device  # noqa: E402
-from benchmarks import harness, inference, options, peer, report, training  # noqa: E402
+from benchmarks import harness, inference, options, peer, peers, report, training  # noqa: E402
 
-SECTIONS = ("inference", "epoch", "time_to_metric", "peer", "options", "gpu_training", "figures")
+SECTIONS = (
+    "inference",
+    "epoch",
+    "time_to_metric",
+    "peer",
+    "peers",
+    "options",
+    "gpu_training",
+    "figures",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -71,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "epoch": lambda: training.epoch_cost(plan, device),
         "time_to_metric": lambda: training.time_to_metric(plan, device),
         "peer": lambda: peer.run(plan, device),
+        "peers": lambda: peers.run(plan, device),
         "options": lambda: options.run(plan, device),
         "gpu_training": lambda: training.gpu_training(plan, device),
         "figures": lambda: report.figures_wall(),

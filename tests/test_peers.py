@@ -146,3 +146,22 @@ def test_cli_trains_a_peer_on_demo_data(tmp_path, capsys) -> None:
     assert len(result.scores) == 52
     assert result.metrics["pixel_auroc"] > 0.7  # chance is 0.5, the trivial baseline about 0.52
     assert "image_auroc" in capsys.readouterr().out
+
+
+def test_peer_configs_share_data_and_backbone_only(tiny_config) -> None:
+    """A peer run has ADTR's data, size, backbone and weights; ADTR's training does not count."""
+    import dataclasses
+
+    from adtr_core.reporting import peer_configs
+
+    longer = dataclasses.replace(tiny_config, epochs=50, hidden_dim=64)
+    (a,), (b,) = peer_configs([tiny_config], "padim"), peer_configs([longer], "padim")
+    assert a.model == "padim" and a == b and a.run_name() == b.run_name()
+    assert (a.data, a.category, a.image_size, a.backbone) == (
+        "demo",
+        "brick",
+        64,
+        tiny_config.backbone,
+    )
+    with pytest.raises(ValueError, match="unknown peer"):
+        peer_configs([tiny_config], "adtr")
