@@ -250,7 +250,7 @@ def run(plan: Plan, device: torch.device) -> dict[str, Any]:
 
 
 def _x(value: float) -> str:
-    return f"{value:.2f}x" if math.isfinite(value) else "-"
+    return f"{value:.3g}x" if math.isfinite(value) else "-"
 
 
 def rows(result: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
