@@ -44,6 +44,7 @@ import concurrent.futures
 import functools
 import hashlib
 import os
+import pickle
 import socket
 import warnings
 from collections import OrderedDict
@@ -269,6 +270,14 @@ def _check_online(name: str) -> None:
         pool.shutdown(wait=False)
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an error, without torch's advice to load with weights_only=False."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "weights_only" in text:
+        return type(err).__name__
+    return f"{type(err).__name__}: {text[:160]}"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a checkpoint file, unwrapped and with common key prefixes stripped.
 
@@ -285,17 +294,35 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"backbone weights file {str(path)!r} does not exist: pass an existing state-dict "
             f"file, or weights='auto' / 'random' / 'timm'"
         )
+    expected = (
+        "expected a state dict (parameter name -> tensor) saved with "
+        "torch.save(model.state_dict(), PATH) or safetensors' save_file"
+    )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        obj = load_file(str(path), device="cpu")
+        try:
+            obj = load_file(str(path), device="cpu")
+        except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ...
+            raise BackboneWeightsError(
+                f"cannot read backbone weights {path}: not a valid .safetensors file "
+                f"({_first_line(err)}); {expected}"
+            ) from None
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # torch's own message advises weights_only=False, which would let the file run
+            # code: it is never shown.
+            raise BackboneWeightsError(
+                f"cannot read backbone weights {path}: it is not a torch.save file of tensors "
+                f"only (refused: unpickling it could run code); {expected}"
+            ) from None
         except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad weights file
             raise BackboneWeightsError(
-                f"cannot read {path} as a state dict with torch.load(weights_only=True): {err}"
-            ) from err
+                f"cannot read backbone weights {path}: corrupt or not a weights file "
+                f"({_first_line(err)}); {expected}"
+            ) from None
     for key in ("state_dict", "model", "state_dict_ema", "model_state"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -1,9 +1,12 @@
-"""The ``adtr`` command line: train, eval, predict, data, figures, sweep.
+"""The ``adtr`` command line: train, eval, predict, export, data, figures, sweep.
 
 Every command has ``--help``. ``adtr train`` takes its settings from a profile
 (``smoke``, ``quick`` or ``paper``; the same parameter sets the notebooks use),
 then from the flags, then from ``--set key=value`` pairs (any field of
 ``ExperimentConfig``).
+
+Every command that computes sets torch's threads by the rule of ``adtr_core.threads``
+(``--threads N`` or ``ADTR_THREADS`` fix the count).
 """
 
 from __future__ import annotations
@@ -15,13 +18,25 @@ import sys
 import yaml
 
 
+def _literal(raw: str):
+    """A flag's value as YAML reads it; its type and range are checked with the config's."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def _parse_set(pairs: list[str]) -> dict:
     values = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
+            raise ValueError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+        try:
+            values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0]
+            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({first})") from None
     return values
 
 
@@ -42,49 +57,129 @@ def train_config(args: argparse.Namespace):
         "image_size": args.image_size,
         "device": args.device,
         "seed": args.seed,
+        "precision": args.precision,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    if args.data_root is not None and args.data is None and values.get("data") == "demo":
+    if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
         values["data"] = "mvtec"  # a root without --data means the MVTec AD layout
+    values.update(_folder_values(args, values))
     values.update(_parse_set(args.set))
+    ExperimentConfig.check_values(values)  # every value, before any work
     return ExperimentConfig.from_dict(values)
+
+
+def _folder_values(args: argparse.Namespace, values: dict) -> dict:
+    """``--normal/--anomalous/--masks/--test-normal`` as config fields (``data="folder"``)."""
+    folders = {
+        "data_root": getattr(args, "normal", None),
+        "anomalous_dir": getattr(args, "anomalous", None),
+        "mask_dir": getattr(args, "masks", None),
+        "test_normal_dir": getattr(args, "test_normal", None),
+    }
+    given = {k: v for k, v in folders.items() if v is not None}
+    if not given:
+        if args.data == "folder":
+            raise ValueError(
+                "--data folder needs --normal DIR (normal training images) and --anomalous DIR "
+                "and/or --test-normal DIR (test images); --masks DIR is optional"
+            )
+        return {}
+    if args.data not in (None, "folder"):
+        raise ValueError(
+            f"--normal/--anomalous/--masks/--test-normal are for --data folder, not --data "
+            f"{args.data}"
+        )
+    if "data_root" not in given:
+        raise ValueError("--data folder needs --normal DIR: the folder of normal training images")
+    if args.data_root is not None:
+        raise ValueError("--data folder takes --normal DIR instead of --data-root")
+    if "anomalous_dir" not in given and "test_normal_dir" not in given:
+        raise ValueError("--data folder needs --anomalous DIR and/or --test-normal DIR to test on")
+    return {"data": "folder", **given}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from adtr_core.experiment import run_experiment
 
     cfg = train_config(args)
-    result = run_experiment(cfg, out_dir=args.out, progress=not args.quiet)
+    result = run_experiment(
+        cfg,
+        out_dir=args.out,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        threads=args.threads,
+    )
     print(f"results: {result.out_dir}")
     _print_metrics(result.metrics)
     return 0
 
 
 def _print_metrics(metrics: dict) -> None:
+    import math
+
+    from adtr_core.experiment import absence_reason
+
     for key in ("category", "image_auroc", "pixel_auroc", "pixel_aupro"):
         if key in metrics:
             value = metrics[key]
-            print(
-                f"  {key:12s} {value:.4f}" if isinstance(value, float) else f"  {key:12s} {value}"
-            )
+            if isinstance(value, float) and math.isnan(value):
+                print(f"  {key:12s} absent: {absence_reason(key, metrics)}")
+            elif isinstance(value, float):
+                print(f"  {key:12s} {value:.4f}")
+            else:
+                print(f"  {key:12s} {value}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from adtr_core.experiment import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data_root, args.category, args.device)
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_root,
+        args.category,
+        args.device,
+        precision=args.precision,
+        threads=args.threads,
+    )
     _print_metrics(metrics)
     if args.json:
-        print(json.dumps(metrics, indent=2, default=str))
+        from adtr_core.experiment import metrics_for_json
+
+        print(json.dumps(metrics_for_json(metrics), indent=2, default=str))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from adtr_core.experiment import predict_images
+    from adtr_core.predict import OK, predict_images
 
-    table = predict_images(args.checkpoint, args.input, args.out, device=args.device)
-    print(table.to_string(index=False))
+    table = predict_images(
+        args.checkpoint,
+        args.input,
+        args.out,
+        device=args.device,
+        engine=args.engine,
+        precision=args.precision,
+        threads=args.threads,
+    )
+    print(table[["path", "score", "status"]].to_string(index=False))
+    failed = int((table["status"] != OK).sum())
     print(f"scores and overlays written to {args.out}")
+    if failed:
+        print(
+            f"adtr: error: {failed} of {len(table)} image(s) could not be read (listed above "
+            "and in scores.csv)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from adtr_core.export import export_onnx, sidecar_path
+
+    path = export_onnx(args.checkpoint, args.out)
+    print(f"ONNX graph (images -> score maps, image scores): {path}")
+    print(f"what it needs (image size, normalisation, scoring): {sidecar_path(path)}")
     return 0
 
 
@@ -105,6 +200,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import os
+
     from adtr_core.experiment import list_categories, resolve_data_source
     from adtr_core.sweep import grid, results_table, run_sweep
 
@@ -125,6 +222,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         axes[key.strip().replace("-", "_")] = [yaml.safe_load(v) for v in raw.split(",")]
     configs = grid(base, **axes) if axes else [base]
     print(f"{len(configs)} run(s), executor {args.executor}")
+    if args.threads is not None:  # every run of the sweep, Ray workers included
+        os.environ["ADTR_THREADS"] = str(args.threads)
     results = run_sweep(
         configs, executor=args.executor, address=args.address, progress=not args.quiet
     )
@@ -160,7 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train and evaluate one category; write a results folder")
     _add_run_arguments(p)
+    _add_folder_arguments(p)
     p.add_argument("--out", default=None, help="results folder (default: runs/<config name>)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="move a previous run in --out aside (to <out>.replaced-<time>/) and start afresh",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -190,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _add_speed_arguments(p)
     p.set_defaults(func=cmd_eval)
     return _add_other_commands(sub, parser)
 
@@ -197,9 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
-        choices=["demo", "mvtec", "folder", "cifar10", "digits"],
+        choices=["auto", "mvtec", "demo", "folder", "cifar10", "digits"],
         default=None,
-        help="data source (default: the profile's, i.e. the embedded demo textures)",
+        help="data source (default: the profile's, auto: MVTec AD from MVTEC_ROOT, else the "
+        "embedded real bottle category; demo: the synthetic-defect textures)",
     )
     p.add_argument("--data-root", default=None, help="dataset root, e.g. the MVTec AD folder")
     p.add_argument("--category", default=None, help="category (MVTec) or normal class (one-class)")
@@ -216,10 +323,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="auto | random | timm | PATH to a state dict (e.g. EfficientNet-B4)",
     )
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--epochs", type=_literal, default=None)
+    p.add_argument("--image-size", type=_literal, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_literal, default=None)
     p.add_argument(
         "--set",
         action="append",
@@ -228,6 +335,42 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="any ExperimentConfig field, e.g. --set hidden_dim=128 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_speed_arguments(p)
+
+
+def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "fp32", "bf16"],
+        help="bf16: autocast where the CPU (or GPU) supports it; auto: bf16 on CUDA only "
+        "(default: the profile's or the run's)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: ADTR_THREADS, else one per core left free by "
+        "other processes, re-chosen every epoch)",
+    )
+
+
+def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own images in plain folders (--data folder)")
+    g.add_argument("--normal", default=None, metavar="DIR", help="normal training images")
+    g.add_argument(
+        "--anomalous",
+        default=None,
+        metavar="DIR",
+        help="anomalous test images (flat, or one sub-folder per defect type)",
+    )
+    g.add_argument(
+        "--masks",
+        default=None,
+        metavar="DIR",
+        help="masks of the anomalous images, by file stem (optional: without, image AUROC only)",
+    )
+    g.add_argument("--test-normal", default=None, metavar="DIR", help="normal test images")
 
 
 def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -236,11 +379,28 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="torch: eager PyTorch; onnxruntime: the run's exported graph (exported if missing)",
+    )
+    _add_speed_arguments(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write a run as one ONNX graph (images -> score maps, image scores)"
+    )
+    p.add_argument("--checkpoint", required=True, help="results folder or its checkpoint.pt")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", default=None, help="graph file (default: <run>/model.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="build the demo data or check a dataset root")
     data_sub = p.add_subparsers(dest="data_command", required=True)
-    d = data_sub.add_parser("demo", help="build the embedded default data (MVTec AD layout)")
+    d = data_sub.add_parser(
+        "demo", help="build the demo textures (synthetic defects, MVTec AD layout)"
+    )
     d.add_argument("--out", required=True)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_data_demo)
@@ -258,15 +418,36 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"adtr: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as err:
         # Bad input gets one clear line, not a traceback.
-        print(f"adtr: error: {err}", file=sys.stderr)
+        print(f"adtr: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("adtr: interrupted (a results folder keeps its last checkpoint)", file=sys.stderr)
+        return 130
+    finally:
+        warnings.formatwarning = saved
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line; an OSError names its file and cause."""
+    if isinstance(err, OSError) and err.strerror and not isinstance(err, FileNotFoundError):
+        where = f" {err.filename}" if err.filename else ""
+        return f"cannot use{where}: {err.strerror.lower()}"
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -8,15 +8,18 @@ the one ``train.Trainer`` with a loss from ``losses``, and ``scoring`` plus
 
 A results folder is named after its config and holds::
 
-    config.json        the resolved ExperimentConfig
+    config.json        the resolved ExperimentConfig (written last, with the results)
     checkpoint.pt      model + optimiser state, loadable with weights_only=True
     history.csv        one row per epoch (loss, lr, time, periodic metrics)
-    metrics.json       image_auroc, pixel_auroc, pixel_aupro (+ category, counts)
+    metrics.json       image_auroc, pixel_auroc, pixel_aupro (+ category, counts); an
+                       absent metric (no pixel masks, say) is null and listed under "absent"
     scores.csv         per test image: path, defect, label, image score
     score_maps.npz     per test image score maps (float16), when the data has masks
 
 Re-running the same config resumes from ``checkpoint.pt``; a finished run is
-re-evaluated from its checkpoint without training again.
+re-evaluated from its checkpoint without training again. A different config in the same
+folder is refused (:mod:`adtr_core.results_folder`). Every value of a config is checked
+against its field's type and range when it is built (:meth:`ExperimentConfig.check_values`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import os
+import re
 import time
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,22 +44,102 @@ import pandas as pd
 import torch
 from torch import nn
 
-from adtr_core import paths
+from adtr_core import paths, results_folder
 from adtr_core.backbone import BackboneConfig, build_backbone
 from adtr_core.baselines import build_reconstructor
 from adtr_core.data import open_dataset
 from adtr_core.data.confetti import ConfettiDataset
 from adtr_core.features import FeatureSet, extract_features
-from adtr_core.io import atomic_path, read_json, write_json
+from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
 from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
-from adtr_core.metrics import compute_metrics
+from adtr_core.metrics import METRIC_KEYS, compute_metrics
+from adtr_core.precision import autocast, autocast_dtype, check_precision, precision_name
 from adtr_core.scoring import ScoringConfig, score
+from adtr_core.threads import ThreadRule
 from adtr_core.train import TrainConfig, Trainer, load_checkpoint, resolve_device
 
 MODELS = ("adtr", "adtr_no_attention", "adtr_no_query", "cnn", "padim", "patchcore")
 PEER_MODELS = ("padim", "patchcore")  # anomalib's peers, fitted by adtr_core.peers (no training)
 LOSSES = ("norm", "px", "img")
 ONE_CLASS_SOURCES = ("cifar10", "cifar100", "digits")
+DATA_SOURCES = ("auto", "demo", "mvtec", "folder", "cifar10", "cifar100", "digits")
+SCORE_MODES = ("max_avgpool", "mean", "std", "max")
+FOLDER_FIELDS = ("anomalous_dir", "mask_dir", "test_normal_dir")
+"""Fields of ``data="folder"`` (``data_root`` is the normal training images' folder)."""
+
+# Allowed values of the constrained fields: (test, what is expected). Types come from the
+# dataclass annotations; these are the ranges and choices on top (checked by check_values).
+_RANGES: dict[str, tuple[Any, str]] = {
+    "data": (lambda v: v in DATA_SOURCES, f"one of {', '.join(DATA_SOURCES)}"),
+    "model": (lambda v: v in MODELS, f"one of {', '.join(MODELS)}"),
+    "loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
+    "anomalies": (lambda v: v in ("confetti", "cifar100"), "confetti or cifar100"),
+    "score_mode": (lambda v: v in SCORE_MODES, f"one of {', '.join(SCORE_MODES)}"),
+    "image_size": (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the stride), >= 16"),
+    "stages": (
+        lambda v: len(v) > 0 and list(v) == sorted(set(v)) and all(1 <= s <= 5 for s in v),
+        "a non-empty increasing list of stages from 1..5, e.g. [1, 2, 3, 4, 5]",
+    ),
+    "hidden_dim": (lambda v: v >= 1, "an integer >= 1"),
+    "num_encoder_layers": (lambda v: v >= 0, "an integer >= 0"),
+    "num_decoder_layers": (lambda v: v >= 1, "an integer >= 1"),
+    "num_heads": (lambda v: v >= 1, "an integer >= 1 that divides hidden_dim"),
+    "dim_feedforward": (lambda v: v >= 1, "an integer >= 1"),
+    "dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "steps": (lambda v: v >= 1, "an integer >= 1 (optimiser steps), or null (count epochs)"),
+    "epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "lr_milestones": (
+        lambda v: all(m >= 0 for m in v),
+        "a list of epochs (steps when steps is set) >= 0, e.g. [400]",
+    ),
+    "lr_gamma": (lambda v: v > 0, "a number > 0"),
+    "grad_clip": (lambda v: v > 0, "a number > 0, or null (no clipping)"),
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    "device": (
+        lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
+        "auto, cpu, cuda or cuda:N",
+    ),
+    "eval_every": (lambda v: v >= 0, "an integer >= 0 (0: only at the end)"),
+    "num_anomalies": (lambda v: v >= 1, "an integer >= 1, or null"),
+    "alpha": (lambda v: v > 0, "a number > 0"),
+    "topk": (lambda v: v >= 1, "an integer >= 1"),
+    "pool_size": (lambda v: v >= 1, "an integer >= 1"),
+    "sigma": (lambda v: v >= 0, "a number >= 0"),
+}
+
+_CHOICE_FIELDS = frozenset({"data", "model", "loss", "anomalies", "score_mode"})
+
+
+def _type_error(annotation: Any, value: Any) -> str | None:
+    """What is wrong with ``value`` for a field annotated ``annotation`` (None: nothing)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        what = [_type_error(a, value) for a in inner]
+        if any(w is None for w in what):
+            return None
+        return what[0] + (", or null" if type(None) in args else "")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return "a list of integers, e.g. [1, 2]"
+        bad = [v for v in value if _type_error(args[0], v) is not None]
+        return "a list of integers, e.g. [1, 2]" if bad else None
+    if annotation is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if annotation is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return None if ok else "an integer"
+    if annotation is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return None if ok and math.isfinite(float(value)) else "a finite number"
+    if annotation is str:  # paths may come as Path objects from Python
+        return None if isinstance(value, str | os.PathLike) else "a string"
+    return None
 
 
 @dataclass
@@ -58,8 +147,13 @@ class ExperimentConfig:
     """Everything one run depends on. Defaults are the paper's settings (METHOD.md §4)."""
 
     # --- data ---
-    data: str = "demo"  # demo | mvtec | folder | cifar10 | digits
-    data_root: str | None = None  # None: the embedded demo data, or MVTEC_ROOT / CIFAR_ROOT
+    # auto: MVTec AD (MVTEC_ROOT, else the embedded bottle category), else the demo textures
+    data: str = "auto"  # auto | mvtec | demo | folder | cifar10 | digits
+    data_root: str | None = None  # None: MVTEC_ROOT / CIFAR_ROOT, else the embedded data
+    # data="folder": data_root holds the normal training images; these the test images
+    anomalous_dir: str | None = None  # anomalous test images (sub-folders: defect types)
+    mask_dir: str | None = None  # their masks, matched by file stem; None: image labels only
+    test_normal_dir: str | None = None  # normal test images
     category: str | None = None  # MVTec category, or the normal class for one-class data
     image_size: int = 256  # the paper: 256 (MVTec, 16x16 grid); one-class data is upsampled
     # --- backbone ---
@@ -75,6 +169,11 @@ class ExperimentConfig:
     dim_feedforward: int = 1024
     dropout: float = 0.1
     # --- training ---
+    # The budget: with steps None, epochs and lr_milestones count epochs (the paper's 500 and
+    # 400). With steps set, they count optimiser steps whatever the training set's size:
+    # epochs = ceil(steps / batches per epoch), milestones converted the same way, so a
+    # category of 60 images trains as many steps as one of 391.
+    steps: int | None = None
     epochs: int = 500
     batch_size: int = 16
     lr: float = 1e-4
@@ -84,6 +183,9 @@ class ExperimentConfig:
     grad_clip: float | None = 0.1
     seed: int = 0
     device: str = "auto"
+    # auto: bf16 autocast on CUDA, float32 on the CPU; fp32; bf16: autocast on CUDA and on
+    # CPUs with bf16 instructions (adtr_core.precision), for features, training and scoring.
+    precision: str = "auto"
     eval_every: int = 0  # epochs between evaluations on the test set (0: only at the end)
     # --- anomaly-available case (ADTR+, Sec. 3.3) ---
     loss: str = "norm"  # norm (eq. 1) | px (eqs. 6-7) | img (eqs. 8-9)
@@ -101,12 +203,16 @@ class ExperimentConfig:
     sigma: float = 4.0
 
     def __post_init__(self) -> None:
+        self.check_values(dataclasses.asdict(self))
         self.stages = tuple(int(s) for s in self.stages)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        if self.data == "auto":
+            self.data = "mvtec" if paths.default_mvtec_root() is not None else "demo"
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        check_precision(self.precision)
         if self.loss != "norm" and self.anomalies is None:
             self.anomalies = "cifar100" if self.data == "cifar10" else "confetti"
         if self.score_mode is None:
@@ -116,7 +222,42 @@ class ExperimentConfig:
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
         """Build a config from plain values, rejecting unknown keys with the list of valid ones."""
         cls.check_fields(values)
+        cls.check_values(values)
         return cls(**values)
+
+    @classmethod
+    def check_values(cls, values: dict[str, Any], ignore_unknown: bool = False) -> None:
+        """Check values against their fields' types and ranges before any work is done.
+
+        Only the keys present are checked (notebooks pass their parameters cell; keys
+        that are not fields are refused, or skipped with ``ignore_unknown``), plus the
+        cross-field rule that ``num_heads`` divides ``hidden_dim`` when both are given.
+
+        Raises:
+            ValueError: one line naming the field, the value given and what is expected.
+        """
+        if not ignore_unknown:
+            cls.check_fields(values)
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            if name not in hints:
+                continue
+            problem = _type_error(hints[name], value)
+            if name == "category" and isinstance(value, numbers.Integral):
+                problem = None  # a one-class protocol's normal class may be given as a number
+            if problem is None and value is not None and name in _RANGES:
+                test, expected = _RANGES[name]
+                if not test(value):
+                    problem = expected
+            if problem is not None and name in _CHOICE_FIELDS and isinstance(value, str):
+                raise ValueError(f"unknown {name} {value!r}: choose {problem}")
+            if problem is not None:
+                raise ValueError(f"{name}={value!r} is not valid: expected {problem}")
+        dim, heads = values.get("hidden_dim"), values.get("num_heads")
+        if isinstance(dim, int) and isinstance(heads, int) and heads >= 1 and dim % heads:
+            raise ValueError(
+                f"num_heads={heads!r} is not valid: expected a divisor of hidden_dim={dim}"
+            )
 
     @classmethod
     def check_fields(cls, names, what: str = "experiment parameter(s)") -> None:
@@ -128,19 +269,45 @@ class ExperimentConfig:
                 f"unknown {what} {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
             )
 
-    def train_config(self, device: str | torch.device = "cpu", **overrides: Any) -> TrainConfig:
-        """The trainer settings of this experiment (``overrides`` replace any of them)."""
+    def epoch_budget(self, num_train: int) -> tuple[int, tuple[int, ...]]:
+        """Epochs and lr milestones (in epochs) of training on ``num_train`` samples.
+
+        With ``steps`` None these are ``epochs`` and ``lr_milestones``; with ``steps`` set,
+        the step counts are turned into epochs of ``ceil(num_train / batch_size)`` batches
+        (the trainer keeps the last, smaller batch), rounding up.
+        """
+        if self.steps is None:
+            return self.epochs, self.lr_milestones
+        batches = max(1, math.ceil(num_train / self.batch_size))
+        epochs = max(1, math.ceil(self.steps / batches))
+        return epochs, tuple(max(1, math.ceil(m / batches)) for m in self.lr_milestones)
+
+    def train_config(
+        self, device: str | torch.device = "cpu", num_train: int | None = None, **overrides: Any
+    ) -> TrainConfig:
+        """The trainer settings of this experiment (``overrides`` replace any of them).
+
+        Args:
+            device: the training device.
+            num_train: training-set size; needed when the budget is given in ``steps``.
+        """
+        if self.steps is not None and num_train is None:
+            raise ValueError("a budget in steps needs num_train (the training-set size)")
+        epochs, milestones = self.epoch_budget(num_train or 0)
+        amp = autocast_dtype(self.precision, device) is not None
         values = dict(
-            epochs=self.epochs,
+            epochs=epochs,
             batch_size=self.batch_size,
             lr=self.lr,
             weight_decay=self.weight_decay,
-            lr_milestones=self.lr_milestones,
+            lr_milestones=milestones,
             lr_gamma=self.lr_gamma,
             grad_clip=self.grad_clip,
             seed=self.seed,
             device=str(device),
             eval_every=self.eval_every,
+            amp=amp,
+            cpu_amp=amp,
         )
         values.update(overrides)
         return TrainConfig(**values)
@@ -158,11 +325,21 @@ class ExperimentConfig:
             # must not change the name of the runs started from it.
             start = Path(values["init_from"])
             values["init_from"] = start.parent.name if start.suffix == ".pt" else start.name
+        # absent folder fields leave the names of other runs as they were
+        for name in FOLDER_FIELDS:
+            if values[name] is None:
+                del values[name]
         digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         parts = [self.data, str(self.category), self.model, self.backbone]
         if self.loss != "norm":
             parts.append(f"{self.loss}-{self.anomalies}")
         return "-".join(parts).replace("/", "_") + f"-{digest[:8]}"
+
+
+_DEFAULTS = {
+    f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+    for f in dataclasses.fields(ExperimentConfig)
+}
 
 
 @dataclass
@@ -192,7 +369,11 @@ def resolve_category(cfg: ExperimentConfig) -> str:
         from adtr_core.data.demo import DEMO_CATEGORIES
 
         return DEMO_CATEGORIES[0]
+    if cfg.data == "folder":
+        return "folder"
     root = _data_root(cfg)
+    if root is None and cfg.data == "mvtec":
+        root = paths.default_mvtec_root()
     found = sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir()) if root else []
     if not found:
         raise ValueError(f"no category folders with a train/ folder under {root}: pass --category")
@@ -210,13 +391,23 @@ def _data_root(cfg: ExperimentConfig) -> str | None:
 
 
 def open_split(cfg: ExperimentConfig, split: str):
-    """The train or test dataset of ``cfg`` (items: image, mask, label, defect, path)."""
+    """The train or test dataset of ``cfg`` (items: image, mask, label, defect, path).
+
+    A defect folder of an MVTec-layout category without its ``ground_truth/<defect>/``
+    folder makes the test set image-level (``has_masks`` False: pixel metrics absent).
+    """
+    kw: dict[str, Any] = {}
+    if cfg.data == "folder":
+        kw = {name: getattr(cfg, name) for name in FOLDER_FIELDS}
+    elif cfg.data in ("mvtec", "demo") and split == "test":
+        kw = {"require_masks": "folders"}
     return open_dataset(
         cfg.data,
         root=_data_root(cfg),
         category=resolve_category(cfg),
         split=split,
         image_size=cfg.image_size,
+        **kw,
     )
 
 
@@ -341,12 +532,17 @@ def make_loss_fn(cfg: ExperimentConfig):
 
 @torch.no_grad()
 def predict_features(
-    model: nn.Module, features: torch.Tensor, scoring: ScoringConfig, batch_size: int = 64
+    model: nn.Module,
+    features: torch.Tensor,
+    scoring: ScoringConfig,
+    batch_size: int = 64,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Score maps and image scores of precomputed features.
 
     Args:
         features: (N, C, h, w) backbone features.
+        dtype: autocast dtype of the reconstruction (None: float32); scoring is float32.
 
     Returns:
         maps (N, S, S) float32 on the CPU, scores (N,).
@@ -357,7 +553,9 @@ def predict_features(
     maps, scores = [], []
     for start in range(0, len(features), batch_size):
         f = features[start : start + batch_size].to(device)  # (B, C, h, w)
-        m, s = score(f, model(f), scoring)
+        with autocast(device, dtype):
+            f_hat = model(f)  # (B, C, h, w)
+        m, s = score(f, f_hat, scoring)
         maps.append(m.float().cpu())
         scores.append(s.float().cpu())
     model.train(was_training)
@@ -370,9 +568,11 @@ def scoring_config(cfg: ExperimentConfig) -> ScoringConfig:
     )
 
 
-def evaluate_features(model: nn.Module, test: FeatureSet, scoring: ScoringConfig):
+def evaluate_features(
+    model: nn.Module, test: FeatureSet, scoring: ScoringConfig, dtype: torch.dtype | None = None
+):
     """Metrics, a per-image score table and the score maps of ``model`` on ``test``."""
-    maps, scores = predict_features(model, test.features, scoring)
+    maps, scores = predict_features(model, test.features, scoring, dtype=dtype)
     labels = test.labels.numpy()
     masks = test.masks.numpy()[:, 0] if test.masks is not None else None
     metrics = compute_metrics(
@@ -406,16 +606,32 @@ def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    threads: int | str | None = None,
 ) -> RunResult:
     """Train (or resume) and evaluate one configuration; write its results folder.
+
+    The folder belongs to one configuration (:mod:`adtr_core.results_folder`): an equal
+    config resumes or loads the run in it, another is refused before any work, and a
+    second process writing to the same folder stops at its lock. ``config.json`` is
+    written together with the finished results, so it always describes the checkpoint.
 
     Args:
         cfg: the experiment.
         out_dir: the results folder; default ``runs/<cfg.run_name()>``.
         progress: show tqdm progress bars.
+        overwrite: move a previous run in ``out_dir`` aside (``<out_dir>.replaced-<time>/``)
+            and start afresh, whatever its config.
+        threads: torch CPU threads; None: ``ADTR_THREADS`` or the rule of
+            ``adtr_core.threads`` (re-applied every epoch).
 
     Returns:
         The metrics, history, per-image scores and score maps; also written to ``out_dir``.
+
+    Raises:
+        ConfigMismatchError: ``out_dir`` holds a run of another config (without ``overwrite``).
+        FolderBusyError: another process is writing to ``out_dir``.
+        OutputError: ``out_dir`` cannot be created or written.
     """
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
         from adtr_core.peers import run_peer
@@ -425,19 +641,37 @@ def run_experiment(
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg.to_dict())
+    created = not out.exists()
+    ensure_dir(out, "results folder")
+    try:
+        with results_folder.folder_lock(out):
+            moved = results_folder.claim(out, cfg.to_dict(), _DEFAULTS, overwrite=overwrite)
+            if moved is not None:
+                warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=2)
+            return _train_and_evaluate(cfg, out, progress, start, threads)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before its first checkpoint leaves no folder
 
+
+def _train_and_evaluate(
+    cfg: ExperimentConfig, out: Path, progress: bool, start: float, threads: int | str | None
+):
+    category = cfg.category
+    thread_rule = ThreadRule(threads)
+    thread_rule.apply()
     device = resolve_device(cfg.device)
+    dtype = autocast_dtype(cfg.precision, device)
     backbone = build_feature_extractor(cfg).to(device)
     train_ds, test_ds = open_split(cfg, "train"), open_split(cfg, "test")
-    train_f = extract_features(backbone, train_ds, device=device, progress=progress)
-    test_f = extract_features(backbone, test_ds, device=device, progress=progress)
+    extract = dict(device=device, progress=progress, precision=cfg.precision)
+    train_f = extract_features(backbone, train_ds, **extract)
+    test_f = extract_features(backbone, test_ds, **extract)
     if cfg.loss == "norm":
         train_data = _features_dataset(train_f, labels=[0])
     else:
         anomalies = anomaly_dataset(cfg, train_ds)
-        anom_f = extract_features(backbone, anomalies, device=device, progress=progress)
+        anom_f = extract_features(backbone, anomalies, **extract)
         n = cfg.num_anomalies or len(train_f)
         anom_f = anom_f.subset(list(range(min(n, len(anom_f)))))
         train_data = _features_dataset(train_f, anom_f, labels=[0, 1])
@@ -451,7 +685,7 @@ def run_experiment(
     scoring = scoring_config(cfg)
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
-        return evaluate_features(m, test_f, scoring)[0]
+        return evaluate_features(m, test_f, scoring, dtype)[0]
 
     train_sets = [train_f] if cfg.loss == "norm" else [train_f, anom_f]
     fingerprint = data_fingerprint(*train_sets)
@@ -460,14 +694,16 @@ def run_experiment(
         model,
         make_loss_fn(cfg),
         train_data,
-        cfg.train_config(device, progress=progress),
+        cfg.train_config(device, num_train=len(train_data), progress=progress),
         eval_fn=eval_fn if cfg.eval_every else None,
         checkpoint_path=out / "checkpoint.pt",
         checkpoint_extra={"config": cfg.to_dict(), "train_data": fingerprint},
+        thread_rule=thread_rule,
     )
     history = pd.DataFrame(trainer.fit())
-    metrics, scores, maps = evaluate_features(model, test_f, scoring)
+    metrics, scores, maps = evaluate_features(model, test_f, scoring, dtype)
     metrics.update(
+        precision=precision_name(cfg.precision, device),
         category=category,
         num_train=len(train_f),
         num_test=len(test_f),
@@ -475,7 +711,7 @@ def run_experiment(
     )
     wall = time.perf_counter() - start
     metrics["wall_s"] = round(wall, 2)
-    _write_results(out, metrics, history, scores, maps)
+    _write_results(out, cfg, metrics, history, scores, maps)
     return RunResult(out, cfg, metrics, history, scores, maps, wall_s=wall)
 
 
@@ -514,7 +750,9 @@ def set_aside_stale_checkpoint(path: Path, fingerprint: str) -> Path | None:
     return stale
 
 
-def _write_results(out: Path, metrics, history: pd.DataFrame, scores: pd.DataFrame, maps) -> None:
+def _write_results(
+    out: Path, cfg: ExperimentConfig, metrics, history: pd.DataFrame, scores: pd.DataFrame, maps
+) -> None:
     with atomic_path(out / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
     with atomic_path(out / "scores.csv") as tmp:
@@ -522,7 +760,43 @@ def _write_results(out: Path, metrics, history: pd.DataFrame, scores: pd.DataFra
     if maps is not None:
         with atomic_path(out / "score_maps.npz") as tmp:
             np.savez_compressed(tmp, maps=maps)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics_for_json(metrics))
+    write_json(out / "config.json", cfg.to_dict())  # last: it marks the run as finished
+
+
+def metrics_for_json(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with absent (NaN) metrics written as null and listed under ``absent``."""
+    out = dict(metrics)
+    absent = {}
+    for key in METRIC_KEYS:
+        value = out.get(key)
+        if isinstance(value, float) and math.isnan(value):
+            out[key] = None
+            absent[key] = absence_reason(key, metrics)
+    if absent:
+        out["absent"] = absent
+    return out
+
+
+def absence_reason(key: str, metrics: dict[str, Any]) -> str:
+    """Why a metric of ``metrics`` is absent, in a few words."""
+    if key != "image_auroc":
+        return metrics.get("pixel_note") or "the test set has no pixel masks (image labels only)"
+    n, n_anom = metrics.get("num_test"), metrics.get("num_test_anomalous")
+    if n is not None and n_anom == 0:
+        return "the test set has no anomalous images"
+    if n is not None and n_anom == n:
+        return "the test set has no normal images"
+    return "undefined on this test set"
+
+
+def metrics_from_json(stored: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`metrics_for_json`: absent metrics are NaN again."""
+    out = {k: v for k, v in stored.items() if k != "absent"}
+    for key in METRIC_KEYS:
+        if key in out and out[key] is None:
+            out[key] = math.nan
+    return out
 
 
 def load_result(out_dir: str | Path) -> RunResult:
@@ -534,7 +808,7 @@ def load_result(out_dir: str | Path) -> RunResult:
     return RunResult(
         out_dir=out,
         config=ExperimentConfig.from_dict(read_json(out / "config.json")),
-        metrics=read_json(out / "metrics.json"),
+        metrics=metrics_from_json(read_json(out / "metrics.json")),
         history=pd.read_csv(out / "history.csv"),
         scores=pd.read_csv(out / "scores.csv"),
         score_maps=np.load(maps_file)["maps"] if maps_file.is_file() else None,
@@ -547,115 +821,64 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     category: str | None = None,
     device: str = "auto",
+    precision: str | None = None,
+    threads: int | str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained run on its test set (or on another root / category)."""
+    """Evaluate a trained run on its test set (or on another root / category).
+
+    ``precision`` ("auto", "fp32", "bf16"; None: the run's) and ``threads`` (None: the
+    thread rule) as in :func:`run_experiment`.
+    """
+    ThreadRule(threads).apply()
     dev = resolve_device(device)
     cfg, backbone, model = load_run_model(checkpoint, device=str(dev))
     overrides = {
-        k: v for k, v in (("data_root", data_root), ("category", category)) if v is not None
+        k: v
+        for k, v in (("data_root", data_root), ("category", category), ("precision", precision))
+        if v is not None
     }
     cfg = dataclasses.replace(cfg, **overrides)
-    test_f = extract_features(backbone, open_split(cfg, "test"), device=dev)
-    metrics, _, _ = evaluate_features(model, test_f, scoring_config(cfg))
+    test_f = extract_features(
+        backbone, open_split(cfg, "test"), device=dev, precision=cfg.precision
+    )
+    dtype = autocast_dtype(cfg.precision, dev)
+    metrics, _, _ = evaluate_features(model, test_f, scoring_config(cfg), dtype)
     metrics["category"] = resolve_category(cfg)
     return metrics
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def _image_files(target: str | Path) -> list[Path]:
-    target = Path(target)
-    if target.is_file():
-        return [target]
-    if target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            return files
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {target}")
-    raise FileNotFoundError(f"{target} is neither an image file nor a folder")
-
-
-def _load_image(path: Path, size: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}; replace or remove the file") from err
-    return torch.from_numpy(arr).permute(2, 0, 1)  # (3, S, S)
-
-
-def predict_images(
-    checkpoint: str | Path,
-    inputs: str | Path,
-    out_dir: str | Path,
-    device: str = "auto",
-    batch_size: int = 16,
-    overlays: bool = True,
-) -> pd.DataFrame:
-    """Score new images with a trained run: ``scores.csv`` and one overlay PNG per image.
-
-    Args:
-        checkpoint: a results folder or its ``checkpoint.pt``.
-        inputs: an image file or a folder of images (searched recursively).
-        out_dir: where ``scores.csv`` and ``<name>_overlay.png`` files are written.
-
-    Returns:
-        The score table (path, score).
-    """
-    from adtr_core.plots.maps import save_overlay
-
-    dev = resolve_device(device)
-    cfg, backbone, model = load_run_model(checkpoint, device=str(dev))
-    scoring = scoring_config(cfg)
-    files = _image_files(inputs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images = torch.stack([_load_image(p, cfg.image_size) for p in chunk]).to(dev)  # (B,3,S,S)
-        with torch.no_grad():
-            f = backbone(images)  # (B, C, h, w)
-            maps, scores = score(f, model(f), scoring)
-        for path, img, m, s in zip(chunk, images.cpu(), maps.cpu(), scores.cpu()):
-            rows.append({"path": str(path), "score": float(s)})
-            if overlays:
-                save_overlay(
-                    img, m, out / f"{path.stem}_overlay.png", title=f"score {float(s):.3f}"
-                )
-    table = pd.DataFrame(rows)
-    with atomic_path(out / "scores.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    return table
+EMBEDDED_NOTE = (
+    "data: the embedded MVTec AD bottle category (real images; set MVTEC_ROOT for all 15)"
+)
+DEMO_NOTE = "data: the demo textures (synthetic defects on real texture photographs)"
 
 
 def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | None, str]:
     """Turn ``"auto"`` into a concrete data source, saying what was chosen and why.
 
     Args:
-        source: ``"auto"`` or a concrete source (``demo``, ``mvtec``, ``cifar10``, ``digits``...).
-        kind: ``"anomaly"`` (MVTec AD, else the demo textures) or ``"one_class"`` (CIFAR-10,
-            else the digits).
+        source: ``"auto"`` or a concrete source (``mvtec``, ``demo``, ``cifar10``, ``digits``...).
+        kind: ``"anomaly"`` (MVTec AD from ``MVTEC_ROOT``, else the embedded bottle category,
+            else the demo textures) or ``"one_class"`` (CIFAR-10, else the digits).
 
     Returns:
-        ``(source, root, note)``: the source, its root (None for embedded data) and one
-        sentence for captions and logs.
+        ``(source, root, note)``: the source, its root (None for embedded data and for
+        roots that come from the environment) and one sentence for captions and logs.
     """
     if source != "auto":
-        root = {"mvtec": paths.mvtec_root(), "cifar10": paths.cifar_root()}.get(source)
-        return source, (str(root) if root else None), f"data: {source}"
+        root = {"cifar10": paths.cifar_root()}.get(source)
+        note = {"demo": DEMO_NOTE}.get(source, f"data: {source}")
+        if source == "mvtec":
+            note = (
+                f"data: MVTec AD at {paths.mvtec_root()}" if paths.mvtec_root() else EMBEDDED_NOTE
+            )
+        return source, (str(root) if root else None), note
     if kind == "anomaly":
         if paths.mvtec_root() is not None:
-            return "mvtec", str(paths.mvtec_root()), f"data: MVTec AD at {paths.mvtec_root()}"
-        return (
-            "demo",
-            None,
-            ("data: the embedded demo textures (MVTec AD is not configured: set MVTEC_ROOT)"),
-        )
+            return "mvtec", None, f"data: MVTec AD at {paths.mvtec_root()}"
+        if paths.default_mvtec_root() is not None:
+            return "mvtec", None, EMBEDDED_NOTE
+        return "demo", None, DEMO_NOTE + " (the embedded MVTec AD copy is missing)"
     if kind == "one_class":
         if paths.cifar_root() is not None:
             return "cifar10", str(paths.cifar_root()), f"data: CIFAR-10 at {paths.cifar_root()}"
@@ -667,6 +890,31 @@ def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | 
     raise ValueError(f"unknown data kind {kind!r}: choose anomaly or one_class")
 
 
+def resolve_data_sources(source: str) -> list[tuple[str, str | None, str]]:
+    """The anomaly-detection data sources a table over "every category" covers.
+
+    ``"auto"`` without ``MVTEC_ROOT`` is the embedded real bottle category *and* the demo
+    textures (the unaligned contrast); with ``MVTEC_ROOT`` it is MVTec AD alone. Any other
+    source is itself. Items are those of :func:`resolve_data_source`.
+    """
+    first = resolve_data_source(source, "anomaly")
+    if source == "auto" and paths.mvtec_root() is None and first[0] == "mvtec":
+        return [first, resolve_data_source("demo")]
+    return [first]
+
+
+DATA_KINDS = {
+    "mvtec": "real (MVTec AD)",
+    "demo": "synthetic defects (demo texture)",
+    "folder": "own images",
+}
+
+
+def data_kind(source: str) -> str:
+    """What kind of data a source is, for tables: real MVTec AD, synthetic defects, ..."""
+    return DATA_KINDS.get(source, source)
+
+
 def list_categories(source: str, root: str | None = None) -> list[str]:
     """The categories (or normal classes) of a data source, in a stable order."""
     if source == "demo":
@@ -675,6 +923,8 @@ def list_categories(source: str, root: str | None = None) -> list[str]:
         return list(DEMO_CATEGORIES)
     if source in ONE_CLASS_SOURCES:
         return [str(c) for c in range(10)]
+    if root is None and source == "mvtec":
+        root = paths.default_mvtec_root()
     if root is None:
         raise ValueError(f"data source {source!r} needs a root folder (--data-root)")
     from adtr_core.data.mvtec import MVTEC_CATEGORIES

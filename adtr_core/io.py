@@ -1,18 +1,80 @@
 """Atomic writes for everything the package saves: checkpoints, tables, JSON, figures.
 
 A file is written to a temporary name in the same folder and renamed into place,
-so an interrupted run never leaves a half-written result behind.
+so an interrupted run never leaves a half-written result behind. A write that fails
+(a full disk, a read-only or unusable folder) raises :class:`OutputError`, one line
+naming the path and the cause, and leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+LOW_SPACE_BYTES = 64 * 2**20  # below this much free space a failed write is a full disk
+
+
+class OutputError(RuntimeError):
+    """An output location cannot be used or written; the message names the path and cause."""
+
+
+def _reason(err: BaseException, folder: Path) -> str:
+    """The cause of a failed write in a few words ("no space left on device", ...)."""
+    if isinstance(err, OSError) and err.errno is not None:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on device"
+        return (err.strerror or str(err)).lower()
+    # torch.save reports a failed write as "[enforce fail at inline_container.cc] unexpected
+    # pos ..."; the usual cause is a full disk.
+    try:
+        if shutil.disk_usage(folder).free < LOW_SPACE_BYTES:
+            return "no space left on device"
+    except OSError:
+        pass
+    return f"the write failed ({str(err).splitlines()[0][:120]})"
+
+
+def _is_write_failure(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "inline_container" in text or "unexpected pos" in text or "PytorchStreamWriter" in text
+    )
+
+
+def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) and check that files can be written in it.
+
+    Raises:
+        OutputError: ``path`` or a parent is a file, or the folder cannot be created or
+            written (permissions, a read-only or pseudo file system such as /proc or /sys).
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"cannot use {path} as the {what}: it is an existing file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(
+                    f"cannot use {path} as the {what}: {parent} is a file, not a folder"
+                )
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"cannot use {path} as the {what}: {_reason(err, path)}") from err
+    return path
 
 
 @contextmanager
@@ -21,19 +83,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file keeps the target's suffix, so writers that pick a format
     from the suffix (matplotlib, pandas) behave as for the final name.
+
+    Raises:
+        OutputError: the folder cannot be created or the write failed (e.g. a full disk);
+            the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+        )
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, OutputError) or not _is_write_failure(err):
+            raise
+        raise OutputError(f"cannot write {path}: {_reason(err, path.parent)}") from err
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 

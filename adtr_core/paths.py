@@ -10,7 +10,7 @@ environment variable.
 | figures and tables | ``<root>/figures`` | ``ADTR_FIGURES`` |
 | caches (demo data, backbone features) | ``<root>/.cache/adtr`` | ``ADTR_CACHE`` |
 | run results | ``<root>/runs`` | ``ADTR_RUNS`` |
-| MVTec AD root | none | ``MVTEC_ROOT`` |
+| MVTec AD root | the embedded copy, ``<root>/data/mvtec_ad`` (``bottle`` only) | ``MVTEC_ROOT`` |
 | CIFAR root (holds ``cifar-10-batches-py/``) | none | ``CIFAR_ROOT`` |
 """
 
@@ -42,7 +42,7 @@ def notebooks_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Root of all caches: the embedded demo data and cached backbone features."""
+    """Root of all caches: the built demo textures and cached backbone features."""
     return _env_path("ADTR_CACHE", repo_root() / ".cache" / "adtr")
 
 
@@ -52,7 +52,7 @@ def runs_dir() -> Path:
 
 
 def demo_root() -> Path:
-    """Where the embedded default data (textures in the MVTec AD layout) is built."""
+    """Where the demo textures (synthetic defects, in the MVTec AD layout) are built."""
     return cache_dir() / "demo"
 
 
@@ -66,18 +66,25 @@ def mvtec_root() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def embedded_mvtec_root() -> Path:
+    """The MVTec AD copy that ships with the repository: the whole ``bottle`` category.
+
+    It is MVTec's data under CC BY-NC-SA 4.0 (``data/mvtec_ad/license.txt``), resized to
+    256x256, and not part of the installed Python package.
+    """
+    return repo_root() / "data" / "mvtec_ad"
+
+
+def default_mvtec_root() -> Path | None:
+    """``MVTEC_ROOT`` when set, else the embedded copy when present, else None."""
+    configured = mvtec_root()
+    if configured is not None:
+        return configured
+    embedded = embedded_mvtec_root()
+    return embedded if (embedded / "bottle" / "train").is_dir() else None
+
+
 def cifar_root() -> Path | None:
     """The CIFAR root from ``CIFAR_ROOT``, or None when it is not configured."""
     value = os.environ.get("CIFAR_ROOT")
     return Path(value).expanduser() if value else None
-
-
-def shared_mvtec_sample() -> Path | None:
-    """A small genuine MVTec AD sample used by the tests when it is present."""
-    value = os.environ.get("ADTR_MVTEC_SAMPLE")
-    candidates = [Path(value)] if value else []
-    candidates.append(repo_root().parent / "shared" / "data" / "mvtec_ad_sample")
-    for candidate in candidates:
-        if (candidate / "bottle" / "train" / "good").is_dir():
-            return candidate
-    return None

@@ -305,7 +305,6 @@ def run_peer(
     """
     from adtr_core import paths
     from adtr_core.experiment import RunResult, _write_results, open_split, resolve_category
-    from adtr_core.io import write_json
     from adtr_core.metrics import compute_metrics
     from adtr_core.train import resolve_device
 
@@ -313,8 +312,7 @@ def run_peer(
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg.to_dict())
+    out.mkdir(parents=True, exist_ok=True)  # config.json comes last: it marks the run finished
 
     device = resolve_device(cfg.device)
     peer = build_peer(peer_config(cfg)).to(device)
@@ -357,5 +355,5 @@ def run_peer(
     maps16 = maps.numpy().astype(np.float16) if masks is not None else None
     wall = time.perf_counter() - start
     metrics["wall_s"] = round(wall, 2)
-    _write_results(out, metrics, history, table, maps16)
+    _write_results(out, cfg, metrics, history, table, maps16)
     return RunResult(out, cfg, metrics, history, table, maps16, wall_s=wall)

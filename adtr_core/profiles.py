@@ -6,9 +6,10 @@ the CLI's ``adtr train`` (key ``train``). The notebooks receive their mapping as
 papermill parameters; ``adtr train --profile`` uses the ``train`` mapping.
 
 - ``smoke``: seconds per notebook; the tests execute every notebook with it.
-- ``quick``: the default of ``make figures``: every notebook on the embedded
-  default data, on CPU, all within 15 minutes on a 2-core machine. Image size,
-  epochs and width are shrunk (never the kind of model); captions say so.
+- ``quick``: the default of ``make figures``: every notebook on the embedded real
+  MVTec AD bottle category (03 and 04 also on the demo textures), on CPU, all within
+  15 minutes on a 2-core machine. Image size, training budget and width are shrunk
+  (never the kind of model); captions say so.
 - ``paper``: the paper's settings; for a GPU; uses MVTec AD and CIFAR when
   ``MVTEC_ROOT`` / ``CIFAR_ROOT`` are set.
 """

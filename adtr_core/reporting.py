@@ -82,15 +82,15 @@ _DATA_NAMES = {"mvtec": "MVTec AD", "cifar10": "CIFAR-10"}
 
 
 def category_configs(
-    categories: Sequence[str], data: str = "demo", data_root: str | None = None, **settings: Any
+    categories: Sequence[str], data: str = "mvtec", data_root: str | None = None, **settings: Any
 ) -> list[ExperimentConfig]:
     """One normal-only ADTR config per category, all with the same settings.
 
     Args:
         categories: the categories to run, in table order.
-        data: the data source (``demo``, ``mvtec``, ``folder``...).
-        data_root: its root folder (None: embedded data or the configured root).
-        **settings: :class:`ExperimentConfig` overrides (image_size, epochs, hidden_dim...).
+        data: the data source (``mvtec``, ``demo``, ``folder``...).
+        data_root: its root folder (None: the configured root, else the embedded data).
+        **settings: :class:`ExperimentConfig` overrides (image_size, steps, hidden_dim...).
 
     Raises:
         ValueError: ``categories`` is empty, or a setting is not an ExperimentConfig field.
@@ -103,6 +103,41 @@ def category_configs(
         )
         for c in categories
     ]
+
+
+def table_configs(
+    data: str = "auto", categories: Sequence[str] | None = None, **settings: Any
+) -> tuple[list[ExperimentConfig], str]:
+    """The configs of a table over categories that may come from several data sources.
+
+    ``data="auto"`` covers the embedded real bottle category and the demo textures (or
+    MVTec AD alone when ``MVTEC_ROOT`` is set: :func:`experiment.resolve_data_sources`).
+
+    Args:
+        data: ``"auto"`` or one data source.
+        categories: the categories to run, in table order, each taken from the first source
+            that has it; None: every category of every source.
+        **settings: :class:`ExperimentConfig` overrides, equal for all categories.
+
+    Returns:
+        ``(configs, note)``: one config per category, and the sources' notes for captions.
+
+    Raises:
+        ValueError: a category that no source has (the message lists the ones there are).
+    """
+    from adtr_core.experiment import list_categories, resolve_data_sources
+
+    sources = resolve_data_sources(data)
+    available = [(s, root, list_categories(s, root)) for s, root, _ in sources]
+    wanted = list(categories) if categories is not None else [c for *_, cs in available for c in cs]
+    configs = []
+    for category in wanted:
+        found = next(((s, root) for s, root, cs in available if str(category) in cs), None)
+        if found is None:
+            known = ", ".join(c for *_, cs in available for c in cs)
+            raise ValueError(f"unknown category {category!r} for data {data!r}; there are: {known}")
+        configs += category_configs([str(category)], data=found[0], data_root=found[1], **settings)
+    return configs, "; ".join(note for *_, note in sources)
 
 
 def plus_configs(base: Sequence[RunResult], **overrides: Any) -> list[ExperimentConfig]:
@@ -244,8 +279,9 @@ def metric_table(
     methods: Mapping[str, Mapping[str, Mapping[str, Any]]],
     metrics: Sequence[str] = ("image_auroc",),
     percent: bool = True,
+    kinds: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Per-category table of one or more metrics for several methods, with a ``mean`` row.
+    """Per-category table of one or more metrics for several methods, with mean rows.
 
     Args:
         methods: ``{method: {category: metrics dict}}``, e.g. ``{"ADTR": ..., "ADTR+": ...}``.
@@ -253,9 +289,13 @@ def metric_table(
         metrics: metric keys; with one metric the columns are the method names, with several
             they are ``"<method> <metric label>"`` grouped by metric.
         percent: multiply by 100 (the paper's unit).
+        kinds: ``{category: kind of data}`` (:func:`category_kinds`, e.g. real MVTec AD or
+            synthetic defects). Each row is then labelled ``"<category> (<kind>)"``, and with
+            several kinds every kind gets its own ``"mean (<kind>)"`` row instead of one mean
+            over data of different kinds.
 
     Returns:
-        DataFrame indexed by category plus ``"mean"`` (NaN-aware mean over categories).
+        DataFrame indexed by category plus the mean row(s) (NaN-aware means over categories).
     """
     if not methods:
         raise ValueError("no methods to tabulate: pass {method: {category: metrics}}")
@@ -275,8 +315,30 @@ def metric_table(
                 values.append(scale * float(v) if v is not None else math.nan)
             columns[column_name(method, metric, several)] = values
     table = pd.DataFrame(columns, index=pd.Index(categories, name="category"))
-    table.loc["mean"] = table.mean(axis=0, skipna=True)
+    if not kinds:
+        table.loc["mean"] = table.mean(axis=0, skipna=True)
+        return table
+    groups = [kinds.get(c, "") for c in categories]
+    distinct = list(dict.fromkeys(groups))
+    means = {
+        f"mean ({kind})" if len(distinct) > 1 else "mean": table[[g == kind for g in groups]].mean(
+            axis=0, skipna=True
+        )
+        for kind in distinct
+    }
+    table.index = pd.Index(
+        [f"{c} ({g})" if g else c for c, g in zip(categories, groups)], name="category"
+    )
+    for label, row in means.items():
+        table.loc[label] = row
     return table
+
+
+def category_kinds(configs: Sequence[ExperimentConfig]) -> dict[str, str]:
+    """``{category: kind of data}`` of a list of configs (see :func:`experiment.data_kind`)."""
+    from adtr_core.experiment import data_kind
+
+    return {str(cfg.category): data_kind(cfg.data) for cfg in configs}
 
 
 def paper_numbers_for(data: str) -> dict[str, dict[str, float]] | None:
@@ -354,6 +416,7 @@ def plot_metric_table(
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    table = table.select_dtypes("number")
     n_rows, n_cols = table.shape
     fig, ax = plt.subplots(figsize=(2.4 + 1.2 * n_cols, 2.2 + 0.5 * n_rows))
     sns.heatmap(
@@ -373,7 +436,11 @@ def plot_metric_table(
         [textwrap.fill(t.get_text(), 11) for t in ax.get_xticklabels()], rotation=0, fontsize=8
     )
     ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
-    summary_rows = [i for i, name in enumerate(table.index) if name in ("mean", PAPER_LABEL)]
+    summary_rows = [
+        i
+        for i, name in enumerate(table.index)
+        if name == PAPER_LABEL or str(name).startswith("mean")
+    ]
     if summary_rows:
         ax.axhline(min(summary_rows), color="white", linewidth=3)
     if title:
@@ -390,7 +457,8 @@ def run_summary(run: RunResult) -> pd.DataFrame:
     row = {METRIC_LABELS[k]: 100.0 * float(m[k]) for k in METRIC_LABELS if k in m}
     row.update(
         {
-            "epochs": run.config.epochs,
+            "epochs": len(run.history) if len(run.history) else run.config.epochs,
+            "steps": run.config.steps,
             "train images": m.get("num_train"),
             "test images": m.get("num_test"),
             "anomalous test images": m.get("num_test_anomalous"),
@@ -459,6 +527,13 @@ def settings_note(cfg: ExperimentConfig, paper_epochs: int | None = None) -> str
         paper["epochs"] = paper_epochs
         paper["lr_milestones"] = cfg.lr_milestones  # ADTR+'s schedule is not given
     changed = []
+    if cfg.steps is not None:  # a budget in optimiser steps replaces the epoch counts
+        milestones = ", ".join(str(m) for m in cfg.lr_milestones)
+        paper_milestones = _fmt(paper.pop("lr_milestones"))
+        changed.append(
+            f"{cfg.steps} steps, lr x{cfg.lr_gamma:g} at step {milestones} "
+            f"(paper {paper.pop('epochs')} epochs, lr x0.1 at epoch {paper_milestones})"
+        )
     for key, ref in paper.items():
         ours = getattr(cfg, key)
         if _fmt(ours) != _fmt(ref):

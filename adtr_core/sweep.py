@@ -53,6 +53,7 @@ FORWARDED_ENV = (
     "HF_HUB_OFFLINE",
     "HF_HOME",
     "TORCH_HOME",
+    "ADTR_THREADS",  # a fixed thread count; unset, every run uses the thread rule
 )
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 

@@ -425,8 +425,8 @@ def real_feature_tokens(
     defect masks (masks downsampled to the feature grid, see :func:`tokens_from_features`).
 
     Args:
-        source: "demo" (the embedded default data, built on first use) or "mvtec" (MVTec AD,
-            from ``data_root`` or ``MVTEC_ROOT``); any source of ``adtr_core.data.open_dataset``
+        source: "mvtec" (MVTec AD from ``data_root`` or ``MVTEC_ROOT``, else the embedded
+            bottle category) or "demo" (the demo textures, built on first use); any source of ``adtr_core.data.open_dataset``
             with masks works.
         category: the category (folder) to use.
         data_root: the dataset root; None = the default of the source.

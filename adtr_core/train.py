@@ -267,15 +267,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False, which would let the file run code: the
+        # message below leaves it out.
         raise CheckpointError(
             f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
-            f"python types, which could run code when unpickled (weights_only=True). Only load "
-            f"checkpoints written by adtr; delete the file or choose another --out.\n  {err}"
+            f"python types, which could run code when unpickled. Only load checkpoints written "
+            f"by adtr; delete the file or choose another --out"
         ) from err
     except Exception as err:  # truncated zip, garbage bytes, ...
+        first = (str(err).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(err).__name__}: {err}); the file is corrupt "
-            f"or not a checkpoint: delete it or choose another --out"
+            f"cannot read checkpoint {path} ({type(err).__name__}: {first}); the file is "
+            f"corrupt or not a checkpoint: delete it or choose another --out"
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -314,6 +317,8 @@ class Trainer:
             of ``model`` with ``requires_grad``.
         checkpoint_extra: plain-typed dict stored in every checkpoint's ``extra`` (e.g. the
             experiment's resolved config); the trainer adds ``extra["train_config"]``.
+        thread_rule: an ``adtr_core.threads.ThreadRule`` re-applied before every epoch (None:
+            the thread count is left as it is).
     """
 
     def __init__(
@@ -326,8 +331,10 @@ class Trainer:
         checkpoint_path: str | os.PathLike | None = None,
         optimizer_params: Iterable | None = None,
         checkpoint_extra: Mapping[str, Any] | None = None,
+        thread_rule: Any = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.thread_rule = thread_rule
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
         self.loss_fn = loss_fn
@@ -443,6 +450,8 @@ class Trainer:
 
     def _train_epoch(self) -> float:
         cfg = self.config
+        if self.thread_rule is not None:
+            self.thread_rule.update()
         s = epoch_seed(cfg.seed, self.epoch)
         seed_everything(s)  # dropout & any randomness inside loss_fn
         self._generator.manual_seed(s)  # shuffle order

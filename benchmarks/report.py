@@ -13,6 +13,10 @@ QUICK_BUDGET_S = 15 * 60
 TARGET_ADDED = 0.25  # reconstruction + scoring over the backbone, batch 16, CPU
 TARGET_CACHE = 5.0  # recomputing / cached seconds per epoch
 TARGET_PEER = 1.0  # torch.nn peer / ADTR time
+TARGET_ORT = 1.5  # ONNX Runtime / eager images per second, batch 1, CPU
+TARGET_BF16_TRAIN = 1.3  # fp32 / bf16 seconds per training epoch, CPU
+TARGET_LOADED = 2.5  # epoch beside one competing process / idle epoch, the thread rule
+TARGET_RULE = 1.3  # the rule's epoch / the best fixed thread count's, idle and loaded
 
 
 def figures_wall(figures_dir: Path | None = None) -> dict[str, Any]:
@@ -122,6 +126,7 @@ def build_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             notes.append(f"in-process cache {_r(o['memory_ratio'])}")
         rows.append(("option", name, _r(o["ratio"]), "; ".join(notes)))
     rows += peers.rows(results.get("peers"))  # ADTR beside anomalib's PaDiM and PatchCore
+    rows += _speed_rows(results)
     g = results.get("gpu_training") or {}
     inf_gpu = [r for r in results.get("inference", []) if r.get("device", "cpu") == "cuda"]
     if g.get("measured"):
@@ -164,6 +169,111 @@ def build_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _speed_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows of the engines (ONNX Runtime), precision (bf16) and threads sections."""
+    rows = []
+    for key, e in (results.get("engines") or {}).items():
+        if not isinstance(e, dict):
+            continue
+        ips = e["images_per_s"]
+        rows.append(
+            (
+                "engine",
+                f"ONNX Runtime / eager, whole pipeline, {key}",
+                _r(e["ratio"]),
+                f"eager {ips['eager']:.1f} img/s, ONNX Runtime {ips['onnxruntime']:.1f} img/s; "
+                f"image scores agree to {e['max_rel_score_diff']:.1e} relative; "
+                f"export {e['export_s']:.0f} s",
+            )
+        )
+    prec = results.get("precision") or {}
+    for key in ("training epoch", "inference pipeline"):
+        if key in prec:
+            e = prec[key]
+            notes = f"fp32 {e['s']['fp32']:.2f} s, bf16 {e['s']['bf16']:.2f} s; {e['what']}"
+            if "max_rel_score_diff" in e:
+                notes += f"; image scores move by up to {e['max_rel_score_diff']:.1e} relative"
+            if not prec.get("bf16_instructions", True):
+                notes += "; no bf16 instructions on this CPU (emulated)"
+            rows.append(("precision", f"bf16 / fp32, {key}", _r(e["ratio"]), notes))
+    t = results.get("threads") or {}
+    if "epochs" in t:
+        ep = t["epochs"]
+        for case in ("idle", "one competing process"):
+            detail = ", ".join(
+                f"{v} {ep[f'{v}, {case}']['epoch_s']:.2f} s"
+                + (f" ({ep[f'{v}, {case}']['threads']} threads)" if v == "rule" else "")
+                for v in ("1 thread", "2 threads", "rule", "2 threads, passive")
+                if f"{v}, {case}" in ep
+            )
+            rows.append(
+                (
+                    "threads",
+                    f"epoch, rule / best fixed, {case}",
+                    f"{t[f'rule / best fixed, {case}']:.2f}",
+                    f"{detail}; {t['what']}",
+                )
+            )
+        rows.append(
+            (
+                "threads",
+                "epoch beside one competing process / idle",
+                f"rule {t['rule: loaded / idle']:.2f}",
+                f"1 thread {t['1 thread: loaded / idle']:.2f}, "
+                f"2 threads {t['2 threads: loaded / idle']:.2f}",
+            )
+        )
+    return rows
+
+
+def _speed_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for key, e in (results.get("engines") or {}).items():
+        if isinstance(e, dict) and key.endswith(" b1"):
+            v = e["ratio"]["median"]
+            out.append(
+                {
+                    "target": f"ONNX Runtime >= {TARGET_ORT}x eager img/s, batch 1, {key[:-3]}",
+                    "measured": v,
+                    "pass": v >= TARGET_ORT,
+                    "by": v / TARGET_ORT,
+                }
+            )
+    prec = results.get("precision") or {}
+    if "training epoch" in prec:
+        v = prec["training epoch"]["ratio"]["median"]
+        out.append(
+            {
+                "target": f"bf16 training epoch >= {TARGET_BF16_TRAIN}x faster than fp32",
+                "measured": v,
+                "pass": v >= TARGET_BF16_TRAIN,
+                "by": v / TARGET_BF16_TRAIN,
+            }
+        )
+    t = results.get("threads") or {}
+    if "epochs" in t:
+        v = t["rule: loaded / idle"]
+        out.append(
+            {
+                "target": f"thread rule: epoch beside one process <= {TARGET_LOADED}x idle",
+                "measured": v,
+                "pass": v <= TARGET_LOADED,
+                "by": v / TARGET_LOADED,
+            }
+        )
+        for case in ("idle", "one competing process"):
+            v = t[f"rule / best fixed, {case}"]
+            out.append(
+                {
+                    "target": f"thread rule <= {TARGET_RULE}x the best fixed count, {case}",
+                    "measured": v,
+                    "pass": v <= TARGET_RULE,
+                    "by": v / TARGET_RULE,
+                }
+            )
+    return out
+
+
 def targets(results: dict[str, Any], device: str) -> list[dict[str, Any]]:
     """Each target with its measured ratio and PASS / MISS (None: not measured)."""
     out = []
@@ -202,6 +312,7 @@ def targets(results: dict[str, Any], device: str) -> list[dict[str, Any]]:
                     "by": v / TARGET_PEER,
                 }
             )
+    out += _speed_targets(results)
     f = results.get("figures") or {}
     if f.get("measured") and f.get("complete"):
         v = f["total_s"]

@@ -26,7 +26,18 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from adtr_core.train import resolve_device  # noqa: E402
-from benchmarks import harness, inference, options, peer, peers, report, training  # noqa: E402
+from benchmarks import (  # noqa: E402
+    engines,
+    harness,
+    inference,
+    options,
+    peer,
+    peers,
+    precision,
+    report,
+    threads,
+    training,
+)
 
 SECTIONS = (
     "inference",
@@ -35,6 +46,9 @@ SECTIONS = (
     "peer",
     "peers",
     "options",
+    "engines",
+    "precision",
+    "threads",
     "gpu_training",
     "figures",
 )
@@ -82,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "peer": lambda: peer.run(plan, device),
         "peers": lambda: peers.run(plan, device),
         "options": lambda: options.run(plan, device),
+        "engines": lambda: engines.run(plan, device),
+        "precision": lambda: precision.run(plan, device),
+        "threads": lambda: threads.run(plan, device),
         "gpu_training": lambda: training.gpu_training(plan, device),
         "figures": lambda: report.figures_wall(),
     }

@@ -16,6 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# A fixed count for the package's thread rule too: the tests' numbers must not depend on
+# how busy the machine is.
+os.environ.setdefault("ADTR_THREADS", os.environ["OMP_NUM_THREADS"])
 
 import torch  # noqa: E402 - after the thread settings above
 

@@ -30,6 +30,10 @@ def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thre
     assert "Targets:" in out
     for section in ("inference", "epoch", "time_to_metric", "peer", "peers", "options"):
         assert section in results
+    engine = results["engines"]["tf_efficientnet_lite0 b1"]
+    assert engine["max_rel_score_diff"] < 1e-3 and engine["ratio"]["median"] > 0
+    assert "ONNX Runtime / eager" in out and "bf16 / fp32, training epoch" in out
+    assert results["precision"]["training epoch"]["ratio"]["median"] > 0
     assert {(r["backbone"], r["batch"]) for r in results["inference"]} == {
         ("tf_efficientnet_lite0", 1),
         ("tf_efficientnet_lite0", 2),
@@ -87,3 +91,18 @@ def test_figures_wall_reads_the_manifest(tmp_path):
     wall = report.figures_wall(tmp_path)
     assert wall["measured"] and wall["total_s"] == 15.5
     assert set(wall["per_notebook_s"]) == {"01_a", "02_b"}
+
+
+def test_thread_benchmark_worker_trains_in_a_fresh_process(tmp_path):
+    from adtr_core.experiment import ExperimentConfig
+    from benchmarks import threads
+
+    cfg = ExperimentConfig(
+        hidden_dim=32, num_encoder_layers=1, num_decoder_layers=1, num_heads=2,
+        dim_feedforward=64, batch_size=4, epochs=1,
+    )  # fmt: skip
+    feats = tmp_path / "features.pt"
+    torch.save(torch.randn(8, 40, 4, 4), feats)
+    out = threads._run_variant(str(feats), "rule", 1, json.dumps(cfg.to_dict()))
+    assert len(out["epoch_s"]) == 2 and all(t > 0 for t in out["epoch_s"])
+    assert 1 <= out["threads"] <= harness.os.cpu_count()

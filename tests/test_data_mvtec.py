@@ -96,6 +96,7 @@ def test_missing_root_says_where_to_get_it(tmp_path, monkeypatch):
     assert "nowhere" in msg and "https://www.mvtec.com/company/research/datasets/mvtec-ad" in msg
     assert "--data-root" in msg and "MVTEC_ROOT" in msg
     monkeypatch.delenv("MVTEC_ROOT", raising=False)
+    monkeypatch.setenv("ADTR_ROOT", str(tmp_path))  # an install without the embedded copy
     with pytest.raises(DatasetError, match="MVTEC_ROOT"):
         MVTecDataset(None, "bottle")
 
@@ -158,17 +159,26 @@ def test_bad_split(tmp_path):
         MVTecDataset(_mvtec_tree(tmp_path), "bottle", "val")
 
 
-def test_genuine_mvtec_sample():
-    root = paths.shared_mvtec_sample()
-    if root is None:
-        pytest.skip("the genuine MVTec AD sample is not on this machine")
+def test_embedded_bottle_category_is_whole():
+    """The embedded real data: the whole MVTec AD bottle category at 256 px, with its licence."""
+    root = paths.embedded_mvtec_root()
+    assert (root / "license.txt").is_file() and (root / "readme.txt").is_file()
+    assert "CC BY-NC-SA 4.0" in (root / "SOURCE.md").read_text()
     train = MVTecDataset(root, "bottle", "train", image_size=64)
     test = MVTecDataset(root, "bottle", "test", image_size=64)
-    assert len(train) == 5 and len(test) == 10
-    assert sorted(set(test.defects)) == ["broken_large", "good"] and test.labels.sum() == 5
-    for i in range(len(test)):
+    assert len(train) == 209 and len(test) == 83 and test.has_masks
+    counts = {d: test.defects.count(d) for d in sorted(set(test.defects))}
+    assert counts == {"broken_large": 20, "broken_small": 22, "contamination": 21, "good": 20}
+    assert int(test.labels.sum()) == 63
+    for i in (0, 20, 45, 82):  # one image of every kind
         item = test[i]
         assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (1, 64, 64)
-        has_defect = item["mask"].sum() > 0
-        assert bool(has_defect) == (item["label"] == 1)
+        assert bool(item["mask"].sum() > 0) == (item["label"] == 1)
         assert set(torch.unique(item["mask"]).tolist()) <= {0.0, 1.0}
+
+
+def test_mvtec_without_root_reads_the_embedded_copy(monkeypatch):
+    monkeypatch.delenv("MVTEC_ROOT", raising=False)
+    assert MVTecDataset(None, "bottle", "test", image_size=32).root == paths.embedded_mvtec_root()
+    with pytest.raises(DatasetError, match="MVTEC_ROOT"):
+        MVTecDataset(None, "cable", "test", image_size=32)  # the copy holds bottle only

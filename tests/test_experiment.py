@@ -147,3 +147,18 @@ def test_checkpoint_of_other_training_data_is_set_aside(tmp_path):
         fresh = run_experiment(cfg, out_dir=out, progress=False)
     assert len(list(out.glob("checkpoint.stale-*.pt"))) == 1  # kept, not deleted
     assert fresh.history["time_s"].tolist() != first.history["time_s"].tolist()
+
+
+def test_a_step_budget_gives_every_category_size_the_same_optimiser_steps():
+    cfg = ExperimentConfig(steps=500, batch_size=4, lr_milestones=(400,))
+    for n in (60, 209, 391):  # the smallest MVTec AD category, bottle, the largest
+        epochs, (milestone,) = cfg.epoch_budget(n)
+        batches = -(-n // 4)
+        assert 500 <= epochs * batches < 500 + batches
+        assert 400 <= milestone * batches < 400 + batches
+    assert cfg.epoch_budget(209) == (10, (8,))
+    paper = ExperimentConfig()
+    assert paper.steps is None and paper.epoch_budget(209) == (500, (400,))
+    with pytest.raises(ValueError, match="num_train"):
+        cfg.train_config("cpu")
+    assert cfg.train_config("cpu", num_train=60).epochs == 34

@@ -3,7 +3,9 @@
 Unlike the datasets, which stop at the first problem, :func:`check_root` walks every
 category and reports every problem it finds: missing or empty ``train/good``, missing
 ``test/``, defective images without masks, masks without images, masks whose size
-differs from their image's, unreadable or corrupt images, non-binary masks.
+differs from their image's, unreadable or corrupt images, non-binary masks. A defect
+folder without its ``ground_truth/<defect>/`` folder is no problem: the category is then
+image-level (image AUROC; pixel AUROC and AU-PRO absent), which the report says.
 """
 
 from __future__ import annotations
@@ -28,10 +30,21 @@ class CategoryReport:
     test_counts: dict[str, int] = field(default_factory=dict)  # defect -> test images
     mask_counts: dict[str, int] = field(default_factory=dict)  # defect -> images with a mask
     image_sizes: set[tuple[int, int]] = field(default_factory=set)  # distinct (width, height)
+    no_mask_folder: list[str] = field(default_factory=list)  # defects without ground_truth/
 
     @property
     def n_test(self) -> int:
         return sum(self.test_counts.values())
+
+    @property
+    def supports(self) -> str:
+        """Which metrics a run on this category reports."""
+        if self.no_mask_folder:
+            return (
+                "image AUROC only (no ground_truth/ folder for "
+                f"{', '.join(self.no_mask_folder)}): pixel AUROC and AU-PRO absent"
+            )
+        return "image AUROC, pixel AUROC, AU-PRO"
 
 
 @dataclass
@@ -90,6 +103,14 @@ def _check_category(root: Path, name: str, report: CheckReport, deep: bool) -> N
         if not images:
             report.warnings.append(f"{name}: {defect_dir} holds no images")
         gt = folder / "ground_truth" / defect
+        if defect != GOOD and images and not gt.is_dir():
+            cat.no_mask_folder.append(defect)  # image-level: not a problem
+            cat.mask_counts[defect] = 0
+            for path in images:
+                size = _readable(path, report, deep)
+                if size is not None:
+                    cat.image_sizes.add(size)
+            continue
         n_masks = 0
         for path in images:
             size = _readable(path, report, deep)
@@ -189,6 +210,7 @@ def format_report(report: CheckReport) -> str:
         for defect, n in cat.test_counts.items():
             masks = "" if defect == GOOD else f", {cat.mask_counts.get(defect, 0)} masks"
             lines.append(f"  test/{defect}: {n} images{masks}")
+        lines.append(f"  supports: {cat.supports}")
     if report.problems:
         lines.append(f"{len(report.problems)} problem(s):")
         lines += [f"  - {p}" for p in report.problems]

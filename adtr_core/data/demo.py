@@ -1,7 +1,9 @@
-"""The embedded default data: real texture photographs in the MVTec AD layout.
+"""The demo textures: synthetic defects on real texture photographs, in the MVTec AD layout.
 
-No MVTec AD ships with the package, but scikit-image ships three real 512x512
-grayscale texture photographs (``skimage.data.brick``, ``grass``, ``gravel``; CC0
+The real default data is the embedded MVTec AD ``bottle`` category (aligned objects,
+``paths.embedded_mvtec_root()``). These textures are the *unaligned* contrast: random
+crops, where a learned query cannot tie a token to a position. scikit-image ships three
+real 512x512 grayscale texture photographs (``skimage.data.brick``, ``grass``, ``gravel``; CC0
 licensed). :func:`build_demo` turns each into one MVTec-style category:
 
 * ``train/good``: crops from the bottom ``train_fraction`` of the photograph (random

@@ -51,9 +51,9 @@ MASK_SUFFIX = "_mask"
 
 
 def resolve_mvtec_root(root: str | os.PathLike | None) -> Path:
-    """``root``, else ``$MVTEC_ROOT``; raise a :class:`DatasetError` saying how to get the data."""
+    """``root``, else ``$MVTEC_ROOT``, else the embedded copy (bottle); else a :class:`DatasetError`."""
     if root is None:
-        root = paths.mvtec_root()
+        root = paths.default_mvtec_root()
     if root is None:
         raise DatasetError(
             "No MVTec AD root given. MVTec AD comes from " + MVTEC_URL + " (download and extract "
@@ -94,6 +94,12 @@ def category_dir(root: Path, category: str) -> Path:
     folder = root / category
     if not ((folder / "train").is_dir() or (folder / "test").is_dir()):
         found = list_categories(root)
+        if Path(root).resolve() == paths.embedded_mvtec_root().resolve():
+            raise DatasetError(
+                f"Unknown category {category!r}: the embedded MVTec AD copy holds only "
+                f"{', '.join(found) or 'nothing'}. For the other categories download MVTec AD "
+                f"from {MVTEC_URL}, extract it and set MVTEC_ROOT=DIR (or pass --data-root DIR)."
+            )
         raise DatasetError(
             f"Unknown category {category!r}: {folder} has no train/ or test/ folder. "
             f"Categories found under {root}: {found or 'none'}. "
@@ -114,8 +120,15 @@ def train_records(folder: Path) -> list[Record]:
     return [Record(path, 0, GOOD) for path in images]
 
 
-def test_records(folder: Path, require_masks: bool = True) -> tuple[list[Record], bool]:
-    """Records of ``folder/test/*`` and whether every defective image has a mask."""
+def test_records(folder: Path, require_masks: bool | str = True) -> tuple[list[Record], bool]:
+    """Records of ``folder/test/*`` and whether every defective image has a mask.
+
+    Args:
+        require_masks: True: every defective image needs its mask; False: none does;
+            ``"folders"``: a defect whose ``ground_truth/<defect>/`` folder is absent is
+            image-level (no masks, no error), but in a mask folder that exists every
+            image needs its mask (a missing one is a broken data set).
+    """
     test = folder / "test"
     defect_dirs = (
         sorted(p for p in test.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -130,15 +143,17 @@ def test_records(folder: Path, require_masks: bool = True) -> tuple[list[Record]
             if defect == GOOD:
                 records.append(Record(path, 0, GOOD))
                 continue
-            mask_path = find_mask(folder / "ground_truth" / defect, path.stem, MASK_SUFFIX)
+            gt_dir = folder / "ground_truth" / defect
+            mask_path = find_mask(gt_dir, path.stem, MASK_SUFFIX)
             if mask_path is None:
-                if require_masks:
+                if require_masks is True or (require_masks == "folders" and gt_dir.is_dir()):
                     raise DatasetError(
                         f"Defective test image {path} has no mask: expected "
                         f"{folder / 'ground_truth' / defect / (path.stem + MASK_SUFFIX + '.png')}. "
                         "Every image in test/<defect>/ needs <category>/ground_truth/<defect>/"
                         "<name>_mask.png; restore it from the original archive or add it "
-                        "(or pass require_masks=False to evaluate with image labels only)."
+                        "(or, to evaluate with image labels only, remove that ground_truth/<defect>/ "
+                        "folder)."
                     )
                 all_masks = False
             else:
@@ -162,12 +177,15 @@ class MVTecDataset(FileDataset):
     grayscale images become RGB.
 
     Args:
-        root: folder holding the category folders; None reads ``$MVTEC_ROOT``.
+        root: folder holding the category folders; None reads ``$MVTEC_ROOT``, else the
+            embedded copy of the ``bottle`` category (``paths.embedded_mvtec_root()``).
         category: category folder name (e.g. ``"bottle"``; any name present in ``root``).
         split: ``"train"`` (``train/good``, all label 0) or ``"test"`` (``test/*``).
         image_size: side S of the returned square images and masks.
         require_masks: raise when a defective test image has no mask (default). With
             False such images are kept, and ``has_masks`` is False if any mask is missing.
+            With ``"folders"`` a defect without a ``ground_truth/<defect>/`` folder is
+            image-level, a mask missing from a folder that exists is an error.
         cache: keep decoded images in memory after the first read.
 
     Raises:
@@ -181,7 +199,7 @@ class MVTecDataset(FileDataset):
         category: str,
         split: str = "train",
         image_size: int = 256,
-        require_masks: bool = True,
+        require_masks: bool | str = True,
         cache: bool = True,
     ) -> None:
         if split not in ("train", "test"):

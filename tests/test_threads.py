@@ -1,0 +1,92 @@
+"""The thread rule: free cores, explicit choices, the OpenMP wait policy, the load meter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from adtr_core import threads
+from adtr_core.threads import ThreadRule, explicit_threads, free_threads
+
+
+def test_rule_takes_the_cores_others_leave_free():
+    assert free_threads(None, 2) == 2  # load unknown: every core
+    assert free_threads(0.1, 2) == 2  # idle
+    assert free_threads(1.0, 2) == 1  # one competing process on two cores
+    assert free_threads(0.6, 4) == 3
+    assert free_threads(7.5, 2) == 1  # never fewer than one thread
+
+
+def test_explicit_choice_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("ADTR_THREADS", "3")
+    assert explicit_threads(None) == 3
+    assert explicit_threads(1) == 1
+    monkeypatch.setenv("ADTR_THREADS", "auto")
+    assert explicit_threads(None) is None and explicit_threads(0) is None
+    monkeypatch.setenv("ADTR_THREADS", "many")
+    with pytest.raises(ValueError, match="ADTR_THREADS"):
+        explicit_threads(None)
+
+
+def test_notebook_parameter_sets_the_count_of_later_runs(monkeypatch):
+    monkeypatch.delenv("ADTR_THREADS", raising=False)
+    assert threads.set_default_threads(1) == 1 and explicit_threads(None) == 1
+    assert threads.set_default_threads(None) is None and explicit_threads(None) is None
+    threads.set_default_threads(2)
+    assert threads.set_default_threads("auto") is None and "ADTR_THREADS" not in threads.os.environ
+
+
+def test_fixed_count_is_set_and_kept(monkeypatch):
+    monkeypatch.delenv("ADTR_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        rule = ThreadRule(1)
+        assert rule.apply() == 1 and torch.get_num_threads() == 1
+        assert rule.update() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_automatic_rule_follows_the_load(monkeypatch):
+    monkeypatch.delenv("ADTR_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "sample_busy_cores", lambda interval_s=0.25: 0.0)
+    readings = iter([1.2, 0.0])
+
+    class FakeMeter:
+        def busy_cores(self):
+            return next(readings)
+
+    monkeypatch.setattr(threads, "LoadMeter", FakeMeter)
+    before = torch.get_num_threads()
+    try:
+        rule = ThreadRule()
+        assert rule.apply() == 2  # idle at the start
+        assert rule.update() == 1 and torch.get_num_threads() == 1  # a competitor came
+        assert rule.update() == 2  # and went
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
+def test_load_meter_sees_a_busy_process_and_not_itself():
+    meter = threads.LoadMeter()
+    end = time.monotonic() + 0.4
+    while time.monotonic() < end:  # this process is busy: that is not "others"
+        pass
+    own_only = meter.busy_cores()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        meter.busy_cores()
+        time.sleep(0.6)
+        loaded = meter.busy_cores()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert own_only is not None and loaded is not None
+    assert loaded > own_only + 0.5  # one more core busy, give or take other work
