@@ -315,7 +315,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--category", default=None, help="category (MVTec) or normal class (one-class)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     p.add_argument(
-        "--model", default=None, choices=["adtr", "adtr_no_attention", "adtr_no_query", "cnn"]
+        "--model",
+        default=None,
+        choices=["adtr", "adtr_no_attention", "adtr_no_query", "cnn", "padim", "patchcore"],
+        help="padim / patchcore: anomalib's peers, fitted on the same data and backbone",
     )
     p.add_argument("--backbone", default=None, help="e.g. efficientnet_b4, tf_efficientnet_lite0")
     p.add_argument(

@@ -58,7 +58,8 @@ from adtr_core.scoring import ScoringConfig, score
 from adtr_core.threads import ThreadRule
 from adtr_core.train import TrainConfig, Trainer, load_checkpoint, resolve_device
 
-MODELS = ("adtr", "adtr_no_attention", "adtr_no_query", "cnn")
+MODELS = ("adtr", "adtr_no_attention", "adtr_no_query", "cnn", "padim", "patchcore")
+PEER_MODELS = ("padim", "patchcore")  # anomalib's peers, fitted by adtr_core.peers (no training)
 LOSSES = ("norm", "px", "img")
 ONE_CLASS_SOURCES = ("cifar10", "cifar100", "digits")
 DATA_SOURCES = ("auto", "demo", "mvtec", "folder", "cifar10", "cifar100", "digits")
@@ -160,7 +161,7 @@ class ExperimentConfig:
     stages: tuple[int, ...] = (1, 2, 3, 4, 5)  # multi-scale; (5,) is the last-layer ablation
     backbone_weights: str = "auto"  # auto | random | timm | path to a state dict
     # --- reconstruction model ---
-    model: str = "adtr"  # adtr | adtr_no_attention | adtr_no_query | cnn
+    model: str = "adtr"  # adtr | adtr_no_attention | adtr_no_query | cnn | padim | patchcore
     hidden_dim: int = 256
     num_encoder_layers: int = 4
     num_decoder_layers: int = 4
@@ -636,6 +637,10 @@ def run_experiment(
         FolderBusyError: another process is writing to ``out_dir``.
         OutputError: ``out_dir`` cannot be created or written.
     """
+    if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
+        from adtr_core.peers import run_peer
+
+        return run_peer(cfg, out_dir=out_dir, progress=progress)
     start = time.perf_counter()
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)

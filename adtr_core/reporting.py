@@ -14,6 +14,9 @@ the notebooks save, and holds the paper's reported numbers so that they can be p
 * :func:`mean_image_baseline_metrics`: the trivial baseline (per-pixel distance to the mean
   training image), evaluated with the same metrics; reported next to ADTR's to show how much
   of a data set a model-free score already solves.
+* :func:`peer_configs` / :func:`peer_methods`: the runs of anomalib's PaDiM and PatchCore
+  (:mod:`adtr_core.peers`) on the same categories, image size, backbone and weights as the
+  ADTR configs, as table rows next to ADTR's.
 * :func:`metric_table`, :func:`add_paper_row`, :func:`long_form`, :func:`plot_metric_table`:
   per-category tables in percent with a ``mean`` row, and a heat-map figure of them.
 """
@@ -198,6 +201,59 @@ def mean_image_baseline_metrics(cfg: ExperimentConfig) -> dict[str, float]:
     )
     metrics["category"] = resolve_category(cfg)
     return metrics
+
+
+# --------------------------------------------------------------------------- peers
+
+# What a peer run shares with the ADTR run beside it; every other field keeps its default,
+# so the peers' results folders do not change with ADTR's training settings.
+PEER_SHARED_FIELDS = (
+    "data",
+    "data_root",
+    "category",
+    "image_size",
+    "backbone",
+    "backbone_weights",
+    "seed",
+    "device",
+)
+
+
+def peer_configs(base: Sequence[ExperimentConfig], model: str) -> list[ExperimentConfig]:
+    """The ``model`` run ("padim" or "patchcore") of each ADTR config in ``base``.
+
+    Each has the ADTR config's data, category, image size, backbone, weights, seed and
+    device, and the peer's own layers (:data:`adtr_core.peers.DEFAULT_STAGES`).
+    """
+    from adtr_core.peers import PEER_MODELS
+
+    if model not in PEER_MODELS:
+        raise ValueError(f"unknown peer {model!r}: choose one of {', '.join(PEER_MODELS)}")
+    return [
+        ExperimentConfig.from_dict(
+            {"model": model, **{k: getattr(cfg, k) for k in PEER_SHARED_FIELDS}}
+        )
+        for cfg in base
+    ]
+
+
+def peer_methods(
+    base: Sequence[ExperimentConfig], executor: str = "local", runs_dir: str | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{"PaDiM": {category: metrics}, "PatchCore": {...}}`` for :func:`metric_table`.
+
+    Runs (or loads, when finished) the peer runs of :func:`peer_configs` with
+    :func:`adtr_core.sweep.run_sweep`.
+    """
+    from adtr_core.peers import PEER_LABELS
+    from adtr_core.sweep import run_sweep
+
+    return {
+        label: metrics_by_category(
+            run_sweep(peer_configs(base, model), executor=executor, runs_dir=runs_dir)
+        )
+        for model, label in PEER_LABELS.items()
+    }
 
 
 # --------------------------------------------------------------------------- tables

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from adtr_core.io import write_json, write_text
+from benchmarks import peers
 
 QUICK_BUDGET_S = 15 * 60
 TARGET_ADDED = 0.25  # reconstruction + scoring over the backbone, batch 16, CPU
@@ -124,6 +125,7 @@ def build_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if "memory_ratio" in o:
             notes.append(f"in-process cache {_r(o['memory_ratio'])}")
         rows.append(("option", name, _r(o["ratio"]), "; ".join(notes)))
+    rows += peers.rows(results.get("peers"))  # ADTR beside anomalib's PaDiM and PatchCore
     rows += _speed_rows(results)
     g = results.get("gpu_training") or {}
     inf_gpu = [r for r in results.get("inference", []) if r.get("device", "cpu") == "cuda"]

@@ -28,7 +28,7 @@ def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thre
     out = capsys.readouterr().out
     assert "| section | measurement | value | notes |" in out
     assert "Targets:" in out
-    for section in ("inference", "epoch", "time_to_metric", "peer", "options"):
+    for section in ("inference", "epoch", "time_to_metric", "peer", "peers", "options"):
         assert section in results
     engine = results["engines"]["tf_efficientnet_lite0 b1"]
     assert engine["max_rel_score_diff"] < 1e-3 and engine["ratio"]["median"] > 0
@@ -41,6 +41,11 @@ def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thre
     for r in results["inference"]:
         assert r["images_per_s"] > 0 and r["peak_mib"] > 0
         assert abs(sum(r["share"].values()) - 1) < 1e-6
+    methods = {m["method"] for m in results["peers"]["methods"]}
+    assert methods == {"ADTR quick", "ADTR paper", "PaDiM", "PatchCore"}
+    assert "ADTR quick against PatchCore" in out and "growth 4 -> 8" in out
+    bank = [g["state_mib"] for g in results["peers"]["growth"]["PatchCore"]]
+    assert bank[1] > bank[0]  # the memory bank grows with the training set
     assert results["gpu_training"]["measured"] is False  # CPU: the GPU rows say so
     assert "not measured" in out
     kind = results["host"]["kind"]
