@@ -295,7 +295,7 @@ class ExperimentConfig:
             device: the training device.
             num_train: training-set size; needed when the budget is given in ``steps``.
         """
-        if self.steps is not None and num_train is None:
+        if self.steps is not None and num_train is None and "epochs" not in overrides:
             raise ValueError("a budget in steps needs num_train (the training-set size)")
         epochs, milestones = self.epoch_budget(num_train or 0)
         amp = autocast_dtype(self.precision, device) is not None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,8 +118,13 @@ class PeerConfig:
 def _anomalib():
     """anomalib's two torch models, or a one-line message saying how to install them."""
     try:
-        from anomalib.models.image.padim.torch_model import PadimModel
-        from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+        with warnings.catch_warnings():
+            # anomalib's package imports warn about its own and timm's deprecated modules
+            # (dinov2, timm.models.layers), none of which these two models use
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from anomalib.models.image.padim.torch_model import PadimModel
+            from anomalib.models.image.patchcore.torch_model import PatchcoreModel
     except ImportError as err:
         raise ImportError(
             f"the PaDiM and PatchCore peers need anomalib ({err}): `pip install -e .` installs "

@@ -146,7 +146,7 @@ def _adtr_row(plan, name, sizes, images, device, profile_cfg) -> dict[str, Any]:
     adtr.build()
     with PeakMemory(device) as mem:
         epoch_s, _ = _timed(lambda: adtr.epoch(feats, batch), device)
-    epochs = profile_cfg.epochs
+    epochs = profile_cfg.epoch_budget(len(feats))[0]  # the profile's budget on these images
     return {
         "method": name,
         "fit_s": extract_s + epoch_s * epochs,
@@ -184,7 +184,7 @@ def run(plan: Plan, device: torch.device) -> dict[str, Any]:
         cfg = profiles[name]
         if tiny:
             sizes = TINY_ADTR
-            cfg = ExperimentConfig(epochs=cfg.epochs, batch_size=2)
+            cfg = ExperimentConfig(steps=cfg.steps, epochs=cfg.epochs, batch_size=2)
         methods.append(_adtr_row(plan, name, sizes, images, device, cfg))
     for model in PEER_MODELS:
         peer, fit_s, peak = _peer_fit(model, plan, images, device)

@@ -170,9 +170,12 @@ def _config_summary(cfg: ExperimentConfig) -> dict[str, Any]:
 def time_to_metric(plan: Plan, device: torch.device) -> dict[str, Any]:
     """Train the quick configuration with periodic evaluation; when were the final metrics reached?"""
     cfg, note = profile_config(plan, device)
-    epochs = cfg.epochs if plan.metric_epochs is None else min(cfg.epochs, plan.metric_epochs)
+    full, milestones = cfg.epoch_budget(len(open_split(cfg, "train")))
+    epochs = full if plan.metric_epochs is None else min(full, plan.metric_epochs)
     every = max(1, epochs // 10)
-    cfg = dataclasses.replace(cfg, epochs=epochs, eval_every=every)
+    cfg = dataclasses.replace(
+        cfg, steps=None, epochs=epochs, lr_milestones=milestones, eval_every=every
+    )
     _, cfg, weights_note = _backbone(cfg)
     with tempfile.TemporaryDirectory(prefix="adtr-bench-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

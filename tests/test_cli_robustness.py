@@ -90,7 +90,9 @@ def test_check_values_is_the_same_check_for_notebooks():
     ExperimentConfig.check_values(
         {"epochs": 3, "lr": 1e-3, "categories": None}, ignore_unknown=True
     )
-    with pytest.raises(ValueError, match=r"^epochs='abc' is not valid: expected an integer$"):
+    with pytest.raises(
+        ValueError, match=r"^epochs='abc' is not valid: expected an integer, or null$"
+    ):
         ExperimentConfig.check_values({"epochs": "abc"})
     with pytest.raises(ValueError, match="unknown experiment parameter"):
         ExperimentConfig.check_values({"epoch": 3})
