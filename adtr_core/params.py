@@ -247,6 +247,17 @@ def _scalar(kind: type, value: Any) -> tuple[bool, Any]:
     return isinstance(value, kind), value
 
 
+def _checked(spec: Spec, kind: type | None, value: Any) -> tuple[bool, Any]:
+    """Whether a scalar (a parameter, or an item of a list; ``kind`` None: anything) fits
+    ``spec``'s kind, bounds and choices, and the value normalised."""
+    ok, value = _scalar(kind, value) if kind else (True, value)
+    if ok and kind in (int, float):
+        ok = _number_ok(spec, value)
+    if ok and spec.choices:
+        ok = value in spec.choices
+    return ok, value
+
+
 def check_value(name: str, value: Any, spec: Spec | None = None) -> Any:
     """Check one parameter; return it normalised (ints → float for numbers, tuples → lists).
 
@@ -275,11 +286,7 @@ def check_value(name: str, value: Any, spec: Spec | None = None) -> Any:
             raise _fail(name, given, spec.expected())
         items = []
         for item in value:
-            ok, item = _scalar(spec.item, item) if spec.item else (True, item)
-            if ok and spec.item in (int, float):
-                ok = _number_ok(spec, item)
-            if ok and spec.choices:
-                ok = item in spec.choices
+            ok, item = _checked(spec, spec.item, item)
             if not ok:
                 raise _fail(name, given, spec.expected())
             items.append(item)
@@ -288,11 +295,7 @@ def check_value(name: str, value: Any, spec: Spec | None = None) -> Any:
         if not isinstance(value, dict):
             raise _fail(name, given, spec.expected())
         return value
-    ok, value = _scalar(spec.kind, value)
-    if ok and spec.kind in (int, float):
-        ok = _number_ok(spec, value)
-    if ok and spec.choices:
-        ok = value in spec.choices
+    ok, value = _checked(spec, spec.kind, value)
     if not ok:
         raise _fail(name, given, spec.expected())
     return value
