@@ -9,6 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= quick
 NOTEBOOK ?=
 EXECUTOR ?= local
+JOBS ?= auto
 # Nothing at run time may use the network: hub look-ups are answered from the local cache only.
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
@@ -23,9 +24,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-## The main job: run every notebook with papermill (PROFILE=smoke|quick|paper, NOTEBOOK=02 for one).
+## The main job: run every notebook with papermill (PROFILE=smoke|quick|paper, NOTEBOOK=02 for one,
+## JOBS=1 to run them one after another; auto runs two at once on 2+ cores).
 figures: setup
-	$(PY) -m adtr_core.pipeline --profile $(PROFILE) --executor $(EXECUTOR) $(if $(NOTEBOOK),--notebook $(NOTEBOOK))
+	$(PY) -m adtr_core.pipeline --profile $(PROFILE) --executor $(EXECUTOR) --jobs $(JOBS) $(if $(NOTEBOOK),--notebook $(NOTEBOOK))
 
 ## Lint and the default test suite (CPU, a few minutes).
 test: setup

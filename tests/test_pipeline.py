@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from adtr_core import paths, pipeline, profiles
+from adtr_core import threads as pipeline_threads
 from adtr_core.pipeline import (
     NotebookError,
     declared_parameters,
@@ -325,6 +327,65 @@ def test_failure_names_notebook_and_cell_and_keeps_earlier_figures(
     argv = ["--profile", "smoke", "--notebook", "02", "--notebooks-dir", str(notebooks_dir)]
     assert main([*argv, "--figures-dir", str(figures)]) == 1
     assert "02_fake_fail: cell 2" in capsys.readouterr().err
+
+
+TIMED = """import os, time
+import pandas as pd
+from adtr_core.outputs import save_table
+start = time.time()
+time.sleep(4)
+row = dict(start=start, end=time.time(), threads=os.environ.get("ADTR_THREADS"),
+           omp=os.environ.get("OMP_NUM_THREADS"))
+save_table(pd.DataFrame([row]), "{stem}_times", out_dir=out_dir)
+"""
+
+
+def test_two_jobs_run_side_by_side_and_a_notebook_waits_for_the_runs_it_loads(
+    tmp_path, monkeypatch
+):
+    """``jobs=2``: 01 and 02 overlap; 03 (which loads 02's runs, :data:`AFTER`) starts after 02."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    stems = ["01_fake_a", "02_fake_b", "03_fake_c"]
+    for stem in stems:
+        _notebook(
+            folder / f"{stem}.ipynb", [("parameters", PARAMS), ("code", TIMED.format(stem=stem))]
+        )
+    monkeypatch.setattr(profiles, "profile_params", lambda profile, section: {})
+    monkeypatch.delenv("ADTR_THREADS", raising=False)
+    figures = tmp_path / "figures"
+    runs = pipeline.run_pipeline("smoke", notebooks_dir=folder, figures_dir=figures, jobs=2)
+    assert [r.stem for r in runs] == stems
+    times = {stem: pd.read_csv(figures / f"{stem}_times.csv").iloc[0] for stem in stems}
+    a, b, c = (times[s] for s in stems)
+    assert a.start < b.end and b.start < a.end  # side by side
+    assert c.start >= b.end  # waited for 02
+    share = str(max(1, pipeline_threads.cores() // 2))
+    assert {str(int(t.threads)) for t in times.values()} == {share}
+    assert {str(int(t.omp)) for t in times.values()} == {share}
+    manifest = read_manifest(figures)
+    assert {manifest["notebooks"][s]["jobs"] for s in stems} == {2}
+    assert set(manifest["files"]) == {f"{s}_times.{ext}" for s in stems for ext in ("csv", "md")}
+
+
+def test_with_two_jobs_a_failure_starts_nothing_that_waits_for_it(
+    notebooks_dir, fake_profile, tmp_path
+):
+    figures = tmp_path / "figures"
+    with pytest.raises(NotebookError) as info:
+        pipeline.run_pipeline("smoke", notebooks_dir=notebooks_dir, figures_dir=figures, jobs=2)
+    assert info.value.notebook == "02_fake_fail"
+    assert (figures / "01_fake_ok_line.png").is_file()  # ran beside the failing one: kept
+    assert not list(figures.glob("03_*"))  # 03 waits for 02, which failed
+    manifest = read_manifest(figures)
+    assert manifest["notebooks"]["01_fake_ok"]["status"] == "ok"
+    assert manifest["notebooks"]["02_fake_fail"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("jobs", [0, -1, "two", 1.5])
+def test_bad_jobs_is_a_clear_error(jobs):
+    with pytest.raises(ValueError, match="jobs must be a whole number"):
+        pipeline.resolve_jobs(jobs)
 
 
 def test_bad_selection_is_a_clear_error(notebooks_dir, capsys):
