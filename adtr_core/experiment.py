@@ -640,7 +640,7 @@ def run_experiment(
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
         from adtr_core.peers import run_peer
 
-        return run_peer(cfg, out_dir=out_dir, progress=progress)
+        return run_peer(cfg, out_dir=out_dir, progress=progress, threads=threads)
     start = time.perf_counter()
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)

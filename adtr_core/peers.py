@@ -314,18 +314,23 @@ def _stack(dataset) -> tuple[torch.Tensor, list[dict[str, Any]]]:
 
 
 def run_peer(
-    cfg: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    threads: int | str | None = None,
 ) -> RunResult:
     """Fit a peer on ``cfg``'s training images, evaluate it on the test images, write results.
 
     The same data, image size, backbone weights and metrics as
     :func:`adtr_core.experiment.run_experiment`; the results folder holds ``config.json``,
     ``history.csv`` (one row: fit and test times), ``metrics.json``, ``scores.csv`` and
-    ``score_maps.npz``.
+    ``score_maps.npz``. ``threads``: torch threads of the fit; None: the thread rule, even
+    under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`).
     """
     from adtr_core import paths
     from adtr_core.experiment import RunResult, _write_results, open_split, resolve_category
     from adtr_core.metrics import compute_metrics
+    from adtr_core.threads import fit_threads
     from adtr_core.train import resolve_device
 
     start = time.perf_counter()
@@ -339,12 +344,13 @@ def run_peer(
     train_images, _ = _stack(open_split(cfg, "train"))
     test_ds = open_split(cfg, "test")
     test_images, items = _stack(test_ds)
-    t0 = time.perf_counter()
-    peer.fit(train_images)
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    maps, scores = peer.predict(test_images)
-    test_s = time.perf_counter() - t0
+    with fit_threads(threads):
+        t0 = time.perf_counter()
+        peer.fit(train_images)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        maps, scores = peer.predict(test_images)
+        test_s = time.perf_counter() - t0
     if progress:
         print(
             f"{PEER_LABELS[cfg.model]} {category}: fitted on {len(train_images)} images in "

@@ -23,7 +23,9 @@ kept as ``figures/executed/NN_slug.FAILED.ipynb``.
 are 2 cores or more). Each kernel then gets ``cores // jobs`` torch threads
 (``ADTR_THREADS`` and ``OMP_NUM_THREADS``, unless set already): on 2 cores a quick-profile
 training step is about as fast with one thread as with two, so two notebooks side by side
-finish in about half the time. A notebook that loads results folders another one trains
+finish sooner; a fixed count also keeps a trained run's numbers independent of what runs
+beside it. Fitting PaDiM and PatchCore, whose scores do not depend on the count, takes the
+thread rule instead (:func:`adtr_core.threads.fit_threads`). A notebook that loads results folders another one trains
 (:data:`AFTER`) starts only when that one has finished; a failure lets the running
 notebooks finish and starts no new one.
 

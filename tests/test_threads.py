@@ -72,6 +72,26 @@ def test_automatic_rule_follows_the_load(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_fitting_takes_the_rule_under_a_fixed_count_and_restores_it(monkeypatch):
+    """A peer's fit (result independent of the thread count) ignores ADTR_THREADS, not ``threads``."""
+    monkeypatch.setenv("ADTR_THREADS", "1")
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    loads = iter([0.0, 1.0])
+    monkeypatch.setattr(threads, "sample_busy_cores", lambda interval_s=0.25: next(loads))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with threads.fit_threads() as n:
+            assert n == 2 and torch.get_num_threads() == 2  # idle machine: both cores
+        assert torch.get_num_threads() == 1  # restored
+        with threads.fit_threads() as n:
+            assert n == 1  # a competitor holds a core
+        with threads.fit_threads(2) as n:
+            assert n == 2  # an explicit count wins
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
 def test_load_meter_sees_a_busy_process_and_not_itself():
     meter = threads.LoadMeter()
