@@ -1,4 +1,4 @@
-"""Baselines to ADTR, and the one factory every experiment builds its reconstructor with.
+"""Baselines to ADTR: the CNN reconstruction of Table 4 and the mean-image baseline.
 
 - :class:`CNNReconstructor`: Table 4's "CNN reconstruction": a convolutional encoder-decoder
   over the same backbone features, with the same forward contract as :class:`~adtr_core.model.ADTR`
@@ -10,22 +10,18 @@
   Normalisation is GroupNorm, so train and eval behave alike whatever the batch size.
 - :class:`MeanImageBaseline`: the trivial baseline: the score of a pixel is the L2 distance
   over RGB between the image and the mean training image.
-- :func:`build_reconstructor`: ``"adtr" | "adtr_no_attention" | "adtr_no_query" | "cnn"``.
+
+Experiments build them, like ADTR, by name through :mod:`adtr_core.reconstructors`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from adtr_core.model import ADTR, ADTRConfig
-
-RECONSTRUCTORS = ("adtr", "adtr_no_attention", "adtr_no_query", "cnn")
 
 
 @dataclass
@@ -133,67 +129,6 @@ class MeanImageBaseline:
             )
         diff = images.float() - self.mean.to(images.device)  # (N, 3, S, S)
         return diff.pow(2).sum(dim=1).sqrt()  # (N, S, S)
-
-
-# ADTR-only options: accepted but ignored for "cnn", so one experiment config can build either.
-_TRANSFORMER_ONLY = {
-    "num_encoder_layers",
-    "num_decoder_layers",
-    "num_heads",
-    "dim_feedforward",
-    "use_attention",
-    "use_query",
-    "no_attention_memory",
-    "pos_temperature",
-}
-
-
-def build_reconstructor(
-    kind: str, in_channels: int, grid: tuple[int, int], **overrides
-) -> nn.Module:
-    """The reconstruction network ``kind`` over ``in_channels`` x ``grid`` features.
-
-    Args:
-        kind: ``"adtr"`` (the paper's model), ``"adtr_no_attention"``, ``"adtr_no_query"``
-            (Table 4 ablations) or ``"cnn"`` (Table 4 CNN reconstruction).
-        in_channels: C of the features (``backbone.channels``).
-        grid: (h, w) of the features (``backbone.grid``).
-        **overrides: fields of :class:`ADTRConfig` (ADTR kinds) or
-            :class:`CNNReconstructorConfig` (``"cnn"``; ADTR-only fields such as
-            ``num_heads`` are ignored there, ``hidden_dim`` and ``dropout`` apply).
-
-    Raises:
-        ValueError: unknown kind or unknown override.
-    """
-    if kind not in RECONSTRUCTORS:
-        raise ValueError(
-            f"unknown reconstructor {kind!r}: choose one of {', '.join(RECONSTRUCTORS)}"
-        )
-    grid = (int(grid[0]), int(grid[1]))
-    if kind == "cnn":
-        fields = {f.name for f in dataclasses.fields(CNNReconstructorConfig)}
-        known = fields | _TRANSFORMER_ONLY
-        _reject_unknown(overrides, known, "CNNReconstructorConfig")
-        kept = {k: v for k, v in overrides.items() if k in fields}
-        return CNNReconstructor(
-            CNNReconstructorConfig(**{**kept, "in_channels": in_channels, "grid": grid})
-        )
-    fields = {f.name for f in dataclasses.fields(ADTRConfig)}
-    _reject_unknown(overrides, fields, "ADTRConfig")
-    values = {**overrides, "in_channels": in_channels, "grid": grid}
-    if kind == "adtr_no_attention":
-        values["use_attention"] = False
-    elif kind == "adtr_no_query":
-        values["use_query"] = False
-    return ADTR(ADTRConfig(**values))
-
-
-def _reject_unknown(overrides: dict, known: set[str], what: str) -> None:
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for {what}; valid: {', '.join(sorted(known))}"
-        )
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -134,7 +134,7 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from adtr_core.experiment import evaluate_checkpoint
+    from adtr_core.saved_runs import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         args.checkpoint,
@@ -205,7 +205,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import os
 
-    from adtr_core.experiment import list_categories, resolve_data_source
+    from adtr_core.data.sources import list_categories, resolve_data_source
     from adtr_core.sweep import grid, results_table, run_sweep
 
     base = train_config(args)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adtr_core.features import map_reconstructions
+
 NORMAL, ANOMALOUS = "normal", "anomalous"
 
 
@@ -46,15 +48,10 @@ def difference_vectors(
     """
     if features.ndim != 4:
         raise ValueError(f"features must be (N, C, h, w); got shape {tuple(features.shape)}")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(features), batch_size):
-        f = features[start : start + batch_size].to(device)  # (B, C, h, w)
-        out.append((f - model(f)).float().cpu())  # (B, C, h, w)
-    model.train(was_training)
-    return torch.cat(out)
+    diffs = map_reconstructions(
+        model, features, lambda f, f_hat: (f - f_hat).float().cpu(), batch_size
+    )  # (B, C, h, w) each
+    return torch.cat(diffs)
 
 
 def grid_masks(masks: torch.Tensor, grid: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:

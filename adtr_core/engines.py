@@ -26,8 +26,9 @@ class TorchScorer:
     """The eager pipeline: backbone → reconstruction (autocast per precision) → scoring."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str | None = None):
-        from adtr_core.experiment import load_run_model, scoring_config
-        from adtr_core.train import resolve_device
+        from adtr_core.device import resolve_device
+        from adtr_core.experiment import scoring_config
+        from adtr_core.saved_runs import load_run_model
 
         self.device = resolve_device(device)
         self.cfg, self.backbone, self.model = load_run_model(checkpoint, device=str(self.device))
@@ -97,10 +98,10 @@ def build_scorer(
         return TorchScorer(checkpoint, device=device, precision=precision)
     if engine != "onnxruntime":
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    from adtr_core.experiment import _checkpoint_file
+    from adtr_core.checkpoints import checkpoint_file
     from adtr_core.export import export_onnx, onnx_path, sidecar_path
 
-    ckpt = _checkpoint_file(checkpoint)
+    ckpt = checkpoint_file(checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}: pass a results folder of `adtr train`")
     graph = onnx_path(ckpt)

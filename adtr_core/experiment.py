@@ -1,10 +1,12 @@
 """The experiment layer: one config → data, features, training, evaluation, a results folder.
 
 This is the only place where the stages meet (STYLE.md, rule 2): ``data`` gives
-images, ``backbone`` turns them into features (computed once and cached by
-``features``), a reconstruction model from ``model`` / ``baselines`` is trained by
-the one ``train.Trainer`` with a loss from ``losses``, and ``scoring`` plus
-``metrics`` evaluate it.
+images (``data.sources`` says which), ``backbone`` turns them into features (computed
+once and cached by ``features``), a reconstruction network from the ``reconstructors``
+registry is trained by the one ``train.Trainer`` with a loss from ``losses``, and
+``scoring`` plus ``metrics`` evaluate it. The peers (PaDiM, PatchCore of ``peers``) are
+fitted instead of trained, into the same results folder (:func:`run_peer`). A saved run
+is rebuilt and re-evaluated by :mod:`adtr_core.saved_runs`.
 
 A results folder is named after its config and holds::
 
@@ -46,26 +48,32 @@ from torch import nn
 
 from adtr_core import paths, results_folder
 from adtr_core.backbone import BackboneConfig, build_backbone
-from adtr_core.baselines import build_reconstructor
+from adtr_core.checkpoints import checkpoint_file, load_checkpoint
 from adtr_core.data import open_dataset
 from adtr_core.data.confetti import ConfettiDataset
-from adtr_core.features import FeatureSet, extract_features
+from adtr_core.data.sources import (
+    DATA_SOURCES,
+    FOLDER_FIELDS,
+    ONE_CLASS_SOURCES,
+    data_root,
+    open_split,
+    resolve_category,
+)
+from adtr_core.device import resolve_device
+from adtr_core.features import FeatureSet, extract_features, map_reconstructions
 from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
 from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
 from adtr_core.metrics import METRIC_KEYS, compute_metrics
-from adtr_core.precision import autocast, autocast_dtype, check_precision, precision_name
+from adtr_core.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
+from adtr_core.precision import autocast_dtype, check_precision, precision_name
+from adtr_core.reconstructors import RECONSTRUCTORS, build_reconstructor
 from adtr_core.scoring import ScoringConfig, score
-from adtr_core.threads import ThreadRule
-from adtr_core.train import TrainConfig, Trainer, load_checkpoint, resolve_device
+from adtr_core.threads import ThreadRule, fit_threads
+from adtr_core.train import TrainConfig, Trainer
 
-MODELS = ("adtr", "adtr_no_attention", "adtr_no_query", "cnn", "padim", "patchcore")
-PEER_MODELS = ("padim", "patchcore")  # anomalib's peers, fitted by adtr_core.peers (no training)
+MODELS = (*RECONSTRUCTORS, *PEER_MODELS)  # trained networks, then anomalib's fitted peers
 LOSSES = ("norm", "px", "img")
-ONE_CLASS_SOURCES = ("cifar10", "cifar100", "digits")
-DATA_SOURCES = ("auto", "demo", "mvtec", "folder", "cifar10", "cifar100", "digits")
 SCORE_MODES = ("max_avgpool", "mean", "std", "max")
-FOLDER_FIELDS = ("anomalous_dir", "mask_dir", "test_normal_dir")
-"""Fields of ``data="folder"`` (``data_root`` is the normal training images' folder)."""
 
 # Allowed values of the constrained fields: (test, what is expected). Types come from the
 # dataclass annotations; these are the ranges and choices on top (checked by check_values).
@@ -363,58 +371,6 @@ class RunResult:
 # --------------------------------------------------------------------------- data
 
 
-def resolve_category(cfg: ExperimentConfig) -> str:
-    """The category to run: the configured one, or the first of the data set."""
-    if cfg.category is not None:
-        return str(cfg.category)
-    if cfg.data in ONE_CLASS_SOURCES:
-        return "0"
-    if cfg.data == "demo":
-        from adtr_core.data.demo import DEMO_CATEGORIES
-
-        return DEMO_CATEGORIES[0]
-    if cfg.data == "folder":
-        return "folder"
-    root = _data_root(cfg)
-    if root is None and cfg.data == "mvtec":
-        root = paths.default_mvtec_root()
-    found = sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir()) if root else []
-    if not found:
-        raise ValueError(f"no category folders with a train/ folder under {root}: pass --category")
-    return found[0]
-
-
-def _data_root(cfg: ExperimentConfig) -> str | None:
-    if cfg.data_root is not None:
-        return cfg.data_root
-    if cfg.data == "mvtec" and paths.mvtec_root() is not None:
-        return str(paths.mvtec_root())
-    if cfg.data in ("cifar10", "cifar100") and paths.cifar_root() is not None:
-        return str(paths.cifar_root())
-    return None
-
-
-def open_split(cfg: ExperimentConfig, split: str):
-    """The train or test dataset of ``cfg`` (items: image, mask, label, defect, path).
-
-    A defect folder of an MVTec-layout category without its ``ground_truth/<defect>/``
-    folder makes the test set image-level (``has_masks`` False: pixel metrics absent).
-    """
-    kw: dict[str, Any] = {}
-    if cfg.data == "folder":
-        kw = {name: getattr(cfg, name) for name in FOLDER_FIELDS}
-    elif cfg.data in ("mvtec", "demo") and split == "test":
-        kw = {"require_masks": "folders"}
-    return open_dataset(
-        cfg.data,
-        root=_data_root(cfg),
-        category=resolve_category(cfg),
-        split=split,
-        image_size=cfg.image_size,
-        **kw,
-    )
-
-
 def anomaly_dataset(cfg: ExperimentConfig, train_ds):
     """The anomalies shown to ADTR+ in training: confetti on normal images, or CIFAR-100."""
     if cfg.anomalies == "confetti":
@@ -422,7 +378,7 @@ def anomaly_dataset(cfg: ExperimentConfig, train_ds):
     if cfg.anomalies == "cifar100":
         return open_dataset(
             "cifar100",
-            root=_data_root(cfg),
+            root=data_root(cfg),
             category=None,
             split="outlier",
             image_size=cfg.image_size,
@@ -457,32 +413,6 @@ def build_model(cfg: ExperimentConfig, in_channels: int, grid: tuple[int, int]) 
         dim_feedforward=cfg.dim_feedforward,
         dropout=cfg.dropout,
     )
-
-
-def _checkpoint_file(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "checkpoint.pt" if path.is_dir() else path
-
-
-def load_run_model(checkpoint: str | Path, device: str = "cpu"):
-    """Rebuild the model of a finished run from its checkpoint.
-
-    Returns:
-        ``(cfg, backbone, model)`` with the model's weights loaded, both in eval mode.
-    """
-    ckpt_path = _checkpoint_file(checkpoint)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {ckpt_path}: pass a results folder written by `adtr train` "
-            "or its checkpoint.pt"
-        )
-    state = load_checkpoint(ckpt_path, map_location=device)
-    cfg = ExperimentConfig.from_dict(state["extra"]["config"])
-    backbone = build_feature_extractor(cfg).to(device)
-    model = build_model(cfg, backbone.channels, backbone.grid).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return cfg, backbone, model
 
 
 # --------------------------------------------------------------------------- training
@@ -551,19 +481,13 @@ def predict_features(
     Returns:
         maps (N, S, S) float32 on the CPU, scores (N,).
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    maps, scores = [], []
-    for start in range(0, len(features), batch_size):
-        f = features[start : start + batch_size].to(device)  # (B, C, h, w)
-        with autocast(device, dtype):
-            f_hat = model(f)  # (B, C, h, w)
-        m, s = score(f, f_hat, scoring)
-        maps.append(m.float().cpu())
-        scores.append(s.float().cpu())
-    model.train(was_training)
-    return torch.cat(maps), torch.cat(scores)
+
+    def keep(f: torch.Tensor, f_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, s = score(f, f_hat, scoring)  # (B, S, S), (B,)
+        return m.float().cpu(), s.float().cpu()
+
+    batches = map_reconstructions(model, features, keep, batch_size, dtype)
+    return torch.cat([m for m, _ in batches]), torch.cat([s for _, s in batches])
 
 
 def scoring_config(cfg: ExperimentConfig) -> ScoringConfig:
@@ -602,7 +526,7 @@ def init_output_bias(model: nn.Module, features: torch.Tensor) -> None:
 
 
 def _init_from(model: nn.Module, source: str, device: torch.device) -> None:
-    state = load_checkpoint(_checkpoint_file(source), map_location=device)
+    state = load_checkpoint(checkpoint_file(source), map_location=device)
     model.load_state_dict(state["model"])
 
 
@@ -638,8 +562,6 @@ def run_experiment(
         OutputError: ``out_dir`` cannot be created or written.
     """
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
-        from adtr_core.peers import run_peer
-
         return run_peer(cfg, out_dir=out_dir, progress=progress, threads=threads)
     start = time.perf_counter()
     category = resolve_category(cfg)
@@ -820,119 +742,93 @@ def load_result(out_dir: str | Path) -> RunResult:
     )
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    data_root: str | None = None,
-    category: str | None = None,
-    device: str = "auto",
-    precision: str | None = None,
-    threads: int | str | None = None,
-) -> dict[str, Any]:
-    """Evaluate a trained run on its test set (or on another root / category).
+# --------------------------------------------------------------------------- peers
 
-    ``precision`` ("auto", "fp32", "bf16"; None: the run's) and ``threads`` (None: the
-    thread rule) as in :func:`run_experiment`.
+
+def peer_config(cfg: ExperimentConfig) -> PeerConfig:
+    """The peer settings of an experiment: its backbone, weights, image size and seed.
+
+    ``cfg.stages`` is ADTR's choice; the peers keep their own (``peers.DEFAULT_STAGES``)
+    unless it was changed from ADTR's default.
     """
-    ThreadRule(threads).apply()
-    dev = resolve_device(device)
-    cfg, backbone, model = load_run_model(checkpoint, device=str(dev))
-    overrides = {
-        k: v
-        for k, v in (("data_root", data_root), ("category", category), ("precision", precision))
-        if v is not None
-    }
-    cfg = dataclasses.replace(cfg, **overrides)
-    test_f = extract_features(
-        backbone, open_split(cfg, "test"), device=dev, precision=cfg.precision
+    adtr_default = ExperimentConfig.__dataclass_fields__["stages"].default
+    stages = None if tuple(cfg.stages) == tuple(adtr_default) else cfg.stages
+    return PeerConfig(
+        model=cfg.model,
+        backbone=cfg.backbone,
+        weights=cfg.backbone_weights,
+        stages=stages,
+        image_size=cfg.image_size,
+        seed=cfg.seed,
     )
-    dtype = autocast_dtype(cfg.precision, dev)
-    metrics, _, _ = evaluate_features(model, test_f, scoring_config(cfg), dtype)
-    metrics["category"] = resolve_category(cfg)
-    return metrics
 
 
-EMBEDDED_NOTE = (
-    "data: the embedded MVTec AD bottle category (real images; set MVTEC_ROOT for all 15)"
-)
-DEMO_NOTE = "data: the demo textures (synthetic defects on real texture photographs)"
+def _stack_images(dataset) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([it["image"] for it in items]), items  # (N, 3, S, S)
 
 
-def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | None, str]:
-    """Turn ``"auto"`` into a concrete data source, saying what was chosen and why.
+def run_peer(
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    threads: int | str | None = None,
+) -> RunResult:
+    """Fit a peer on ``cfg``'s training images, evaluate it on the test images, write results.
 
-    Args:
-        source: ``"auto"`` or a concrete source (``mvtec``, ``demo``, ``cifar10``, ``digits``...).
-        kind: ``"anomaly"`` (MVTec AD from ``MVTEC_ROOT``, else the embedded bottle category,
-            else the demo textures) or ``"one_class"`` (CIFAR-10, else the digits).
-
-    Returns:
-        ``(source, root, note)``: the source, its root (None for embedded data and for
-        roots that come from the environment) and one sentence for captions and logs.
+    The same data, image size, backbone weights and metrics as
+    :func:`adtr_core.experiment.run_experiment`; the results folder holds ``config.json``,
+    ``history.csv`` (one row: fit and test times), ``metrics.json``, ``scores.csv`` and
+    ``score_maps.npz``. ``threads``: torch threads of the fit; None: the thread rule, even
+    under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`).
     """
-    if source != "auto":
-        root = {"cifar10": paths.cifar_root()}.get(source)
-        note = {"demo": DEMO_NOTE}.get(source, f"data: {source}")
-        if source == "mvtec":
-            note = (
-                f"data: MVTec AD at {paths.mvtec_root()}" if paths.mvtec_root() else EMBEDDED_NOTE
-            )
-        return source, (str(root) if root else None), note
-    if kind == "anomaly":
-        if paths.mvtec_root() is not None:
-            return "mvtec", None, f"data: MVTec AD at {paths.mvtec_root()}"
-        if paths.default_mvtec_root() is not None:
-            return "mvtec", None, EMBEDDED_NOTE
-        return "demo", None, DEMO_NOTE + " (the embedded MVTec AD copy is missing)"
-    if kind == "one_class":
-        if paths.cifar_root() is not None:
-            return "cifar10", str(paths.cifar_root()), f"data: CIFAR-10 at {paths.cifar_root()}"
-        return (
-            "digits",
-            None,
-            ("data: scikit-learn's digits (CIFAR-10 is not configured: set CIFAR_ROOT)"),
+    start = time.perf_counter()
+    category = resolve_category(cfg)
+    cfg = dataclasses.replace(cfg, category=category)
+    out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
+    out.mkdir(parents=True, exist_ok=True)  # config.json comes last: it marks the run finished
+
+    device = resolve_device(cfg.device)
+    peer = build_peer(peer_config(cfg)).to(device)
+    train_images, _ = _stack_images(open_split(cfg, "train"))
+    test_ds = open_split(cfg, "test")
+    test_images, items = _stack_images(test_ds)
+    with fit_threads(threads):
+        t0 = time.perf_counter()
+        peer.fit(train_images)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        maps, scores = peer.predict(test_images)
+        test_s = time.perf_counter() - t0
+    if progress:
+        print(
+            f"{PEER_LABELS[cfg.model]} {category}: fitted on {len(train_images)} images in "
+            f"{fit_s:.1f} s, {len(test_images)} test images in {test_s:.1f} s"
         )
-    raise ValueError(f"unknown data kind {kind!r}: choose anomaly or one_class")
 
-
-def resolve_data_sources(source: str) -> list[tuple[str, str | None, str]]:
-    """The anomaly-detection data sources a table over "every category" covers.
-
-    ``"auto"`` without ``MVTEC_ROOT`` is the embedded real bottle category *and* the demo
-    textures (the unaligned contrast); with ``MVTEC_ROOT`` it is MVTec AD alone. Any other
-    source is itself. Items are those of :func:`resolve_data_source`.
-    """
-    first = resolve_data_source(source, "anomaly")
-    if source == "auto" and paths.mvtec_root() is None and first[0] == "mvtec":
-        return [first, resolve_data_source("demo")]
-    return [first]
-
-
-DATA_KINDS = {
-    "mvtec": "real (MVTec AD)",
-    "demo": "synthetic defects (demo texture)",
-    "folder": "own images",
-}
-
-
-def data_kind(source: str) -> str:
-    """What kind of data a source is, for tables: real MVTec AD, synthetic defects, ..."""
-    return DATA_KINDS.get(source, source)
-
-
-def list_categories(source: str, root: str | None = None) -> list[str]:
-    """The categories (or normal classes) of a data source, in a stable order."""
-    if source == "demo":
-        from adtr_core.data.demo import DEMO_CATEGORIES
-
-        return list(DEMO_CATEGORIES)
-    if source in ONE_CLASS_SOURCES:
-        return [str(c) for c in range(10)]
-    if root is None and source == "mvtec":
-        root = paths.default_mvtec_root()
-    if root is None:
-        raise ValueError(f"data source {source!r} needs a root folder (--data-root)")
-    from adtr_core.data.mvtec import MVTEC_CATEGORIES
-
-    present = sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir())
-    official = [c for c in MVTEC_CATEGORIES if c in present]
-    return official + [c for c in present if c not in official]
+    labels = np.array([int(it["label"]) for it in items])
+    masks = torch.stack([it["mask"][0] for it in items]).numpy() if test_ds.has_masks else None
+    metrics = compute_metrics(
+        labels, scores.numpy(), masks=masks, maps=maps.numpy() if masks is not None else None
+    )
+    metrics.update(
+        category=category,
+        num_train=len(train_images),
+        num_test=len(test_images),
+        num_test_anomalous=int(labels.sum()),
+        state_bytes=peer.state_size_bytes(),
+    )
+    table = pd.DataFrame(
+        {
+            "path": [str(it["path"]) for it in items],
+            "defect": [str(it["defect"]) for it in items],
+            "label": labels,
+            "score": scores.numpy(),
+        }
+    )
+    history = pd.DataFrame([{"fit_s": round(fit_s, 3), "test_s": round(test_s, 3)}])
+    maps16 = maps.numpy().astype(np.float16) if masks is not None else None
+    wall = time.perf_counter() - start
+    metrics["wall_s"] = round(wall, 2)
+    _write_results(out, cfg, metrics, history, table, maps16)
+    return RunResult(out, cfg, metrics, history, table, maps16, wall_s=wall)

@@ -88,7 +88,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     Returns:
         The graph's path (the sidecar is ``<path>.json``).
     """
-    from adtr_core.experiment import load_run_model, scoring_config
+    from adtr_core.experiment import scoring_config
+    from adtr_core.saved_runs import load_run_model
 
     cfg, backbone, model = load_run_model(checkpoint, device="cpu")
     scoring = scoring_config(cfg)

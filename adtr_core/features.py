@@ -9,6 +9,9 @@ of every image tensor as the dataset yields them, in order. Any change in the ba
 weights or stages, the resolution, the data or its preprocessing gives a new key; nothing
 has to be invalidated by hand. Only the features are cached; labels, masks, defect names
 and paths are read from the dataset on every call.
+
+:func:`map_reconstructions` is the one batched pass of a reconstruction network over
+such features (scoring, feature differences).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,9 +30,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from adtr_core import paths
+from adtr_core.device import resolve_device
 from adtr_core.io import atomic_path
 from adtr_core.precision import autocast, autocast_dtype
-from adtr_core.train import resolve_device
 
 CACHE_FORMAT = "adtr-features"
 CACHE_VERSION = 1
@@ -336,3 +339,42 @@ def extract_features(
         _MEMORY_CACHE[key] = feats
         _write_cache(file, key, bb_key, feats)
     return finish(feats)
+
+
+T = TypeVar("T")
+
+
+@torch.no_grad()
+def map_reconstructions(
+    model: nn.Module,
+    features: torch.Tensor,
+    fn: Callable[[torch.Tensor, torch.Tensor], T],
+    batch_size: int = 64,
+    dtype: torch.dtype | None = None,
+) -> list[T]:
+    """``fn(f, f_hat)`` of every batch of ``features`` and its reconstruction by ``model``.
+
+    The model runs in eval mode (its training mode is restored afterwards) on its own
+    device; ``fn`` runs outside autocast and should move what it keeps to the CPU.
+
+    Args:
+        model: a reconstruction network, ``f (B, C, h, w) -> f_hat (B, C, h, w)``.
+        features: (N, C, h, w) backbone features.
+        fn: what to keep of a batch, e.g. its score maps.
+        batch_size: features per forward pass.
+        dtype: autocast dtype of the reconstruction (None: float32).
+
+    Returns:
+        One result of ``fn`` per batch, in order.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(features), batch_size):
+        f = features[start : start + batch_size].to(device)  # (B, C, h, w)
+        with autocast(device, dtype):
+            f_hat = model(f)  # (B, C, h, w)
+        out.append(fn(f, f_hat))
+    model.train(was_training)
+    return out

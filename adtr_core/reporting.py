@@ -125,7 +125,7 @@ def table_configs(
     Raises:
         ValueError: a category that no source has (the message lists the ones there are).
     """
-    from adtr_core.experiment import list_categories, resolve_data_sources
+    from adtr_core.data.sources import list_categories, resolve_data_sources
 
     sources = resolve_data_sources(data)
     available = [(s, root, list_categories(s, root)) for s, root, _ in sources]
@@ -336,7 +336,7 @@ def metric_table(
 
 def category_kinds(configs: Sequence[ExperimentConfig]) -> dict[str, str]:
     """``{category: kind of data}`` of a list of configs (see :func:`experiment.data_kind`)."""
-    from adtr_core.experiment import data_kind
+    from adtr_core.data.sources import data_kind
 
     return {str(cfg.category): data_kind(cfg.data) for cfg in configs}
 

@@ -80,8 +80,8 @@ def stored_config(folder: str | os.PathLike) -> dict[str, Any] | None:
     ``config.json`` is written together with the finished results; an unfinished run's
     configuration is read from its checkpoint.
     """
+    from adtr_core.checkpoints import load_checkpoint
     from adtr_core.io import read_json
-    from adtr_core.train import load_checkpoint
 
     folder = Path(folder)
     if (folder / "config.json").is_file():

@@ -32,13 +32,8 @@ from typing import Any
 import pandas as pd
 
 from adtr_core import paths
-from adtr_core.experiment import (
-    ExperimentConfig,
-    RunResult,
-    load_result,
-    resolve_category,
-    run_experiment,
-)
+from adtr_core.data.sources import resolve_category
+from adtr_core.experiment import ExperimentConfig, RunResult, load_result, run_experiment
 from adtr_core.io import read_json
 
 EXECUTORS = ("local", "ray")

@@ -14,8 +14,8 @@ Reproducibility and resume: at the start of epoch ``e`` every random number gene
 the epoch number, and a run resumed from a checkpoint ends with the same weights as an
 uninterrupted one.
 
-Checkpoints hold only plain types (dicts, lists, tensors, numbers, strings) and are read
-with ``torch.load(weights_only=True)``: a checkpoint file cannot run code.
+Checkpoints (:mod:`adtr_core.checkpoints`) are written every ``checkpoint_every`` epochs;
+devices and seeds come from :mod:`adtr_core.device`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pickle
-import random
 import time
 import warnings
 from collections import Counter
@@ -33,24 +31,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from adtr_core.io import atomic_path
-
-CHECKPOINT_FORMAT = "adtr-checkpoint"
-CHECKPOINT_VERSION = 1
+from adtr_core.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from adtr_core.device import (
+    epoch_seed,
+    move_to_device,
+    resolve_device,
+    seed_everything,
+    seed_worker,
+)
 
 # Config fields that may change between a run and its resumption without a warning.
 _RESUMABLE_FIELDS = frozenset(
     {"epochs", "device", "progress", "num_workers", "eval_every", "checkpoint_every", "compile"}
 )
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read, is unsafe, or does not match the model."""
 
 
 @dataclass
@@ -99,76 +96,7 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices and seeds
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a torch device.
-
-    ``"auto"`` picks the first GPU when CUDA is available, else the CPU.
-
-    Raises:
-        RuntimeError: CUDA was requested but is not available, or the GPU index is out of range.
-        ValueError: the name is not a device.
-    """
-    if isinstance(name, torch.device):
-        name = str(name)
-    name = str(name).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but no GPU: use --device cpu")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise RuntimeError(
-                f"device {name!r} requested but only {count} GPU(s) are visible: "
-                f"use cuda:0..cuda:{count - 1} or --device cpu"
-            )
-    elif device.type != "cpu":
-        raise ValueError(f"unsupported device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy and torch (all devices)."""
-    seed = int(seed) % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch`` (0-based) of a run seeded with ``seed``: a 32-bit integer."""
-    return int(np.random.SeedSequence([int(seed) % 2**32, int(epoch)]).generate_state(1)[0])
-
-
-def _seed_worker(worker_id: int) -> None:
-    # DataLoader workers get a torch seed from the loader's generator; derive the others from it.
-    s = torch.initial_seed() % 2**32
-    random.seed(s)
-    np.random.seed(s)
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor in ``batch`` (recursively through dicts, lists, tuples) to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return type(batch)({k: move_to_device(v, device) for k, v in batch.items()})
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(move_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
+# Data
 
 
 def _as_dataset(train_data: Dataset | Sequence[torch.Tensor]) -> Dataset:
@@ -184,112 +112,6 @@ def _as_dataset(train_data: Dataset | Sequence[torch.Tensor]) -> Dataset:
             f"train_data must be a torch Dataset or a tuple of tensors, got {type(train_data)}"
         )
     return train_data
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _to_plain(obj: Any) -> Any:
-    """Recursively turn Counter / OrderedDict / numpy scalars into plain python types."""
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, Mapping):  # Counter, OrderedDict, ... -> dict
-        return {k: _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return tuple(_to_plain(v) for v in obj)
-    if isinstance(obj, list):
-        return [_to_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    epoch: int,
-    history: list[dict],
-    extra: dict | None = None,
-) -> Path:
-    """Write a training checkpoint atomically.
-
-    Args:
-        path: the checkpoint file.
-        model: its ``state_dict`` is saved.
-        optimizer: its ``state_dict`` is saved.
-        scheduler: an lr scheduler (or None); its ``state_dict`` is saved.
-        epoch: number of epochs completed.
-        history: the history rows so far (plain dicts).
-        extra: anything else in plain types, e.g. ``{"config": config.to_dict()}``.
-
-    Returns:
-        The checkpoint path.
-    """
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "epoch": int(epoch),
-        "model": model.state_dict(),
-        "optimizer": _to_plain(optimizer.state_dict()),
-        "scheduler": _to_plain(scheduler.state_dict()) if scheduler is not None else None,
-        "history": _to_plain(list(history)),
-        "extra": _to_plain(dict(extra or {})),
-    }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, never executing code from it.
-
-    The file is read with ``torch.load(weights_only=True)``: objects other than tensors and
-    plain python types are refused.
-
-    Returns:
-        dict with keys ``epoch``, ``model``, ``optimizer``, ``scheduler``, ``history``, ``extra``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        CheckpointError: the file is unsafe, corrupt, or not an adtr checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's message advises weights_only=False, which would let the file run code: the
-        # message below leaves it out.
-        raise CheckpointError(
-            f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
-            f"python types, which could run code when unpickled. Only load checkpoints written "
-            f"by adtr; delete the file or choose another --out"
-        ) from err
-    except Exception as err:  # truncated zip, garbage bytes, ...
-        first = (str(err).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(err).__name__}: {first}); the file is "
-            f"corrupt or not a checkpoint: delete it or choose another --out"
-        ) from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not an adtr training checkpoint: delete it or choose another --out"
-        )
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {ckpt.get('version')}, this code reads version "
-            f"{CHECKPOINT_VERSION}: delete it or choose another --out"
-        )
-    return ckpt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +188,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=self._generator,
-            worker_init_fn=_seed_worker if cfg.num_workers > 0 else None,
+            worker_init_fn=seed_worker if cfg.num_workers > 0 else None,
         )
         if len(self.loader) == 0:
             raise ValueError(
@@ -448,6 +270,33 @@ class Trainer:
             self.model.train(was_training)
         return {str(k): float(v) for k, v in dict(metrics).items()}
 
+    def step(self, batch: Any) -> torch.Tensor:
+        """One optimisation step: the loss (under autocast), backward, clipping, AdamW.
+
+        Args:
+            batch: what ``loss_fn`` takes, already on ``self.device``.
+
+        Returns:
+            The detached loss, a scalar tensor on the device (no host sync).
+        """
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        ):
+            loss = self.loss_fn(self._step_model, batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise TypeError("loss_fn(model, batch) must return a scalar tensor")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]],
+                self.config.grad_clip,
+            )
+        self.optimizer.step()
+        return loss.detach()
+
     def _train_epoch(self) -> float:
         cfg = self.config
         if self.thread_rule is not None:
@@ -459,23 +308,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)  # summed on device: no host sync per step
         steps = 0
         for batch in self.loader:
-            batch = move_to_device(batch, self.device)
-            with torch.autocast(
-                self.device.type,
-                dtype=self.autocast_dtype or torch.bfloat16,
-                enabled=self.autocast_dtype is not None,
-            ):
-                loss = self.loss_fn(self._step_model, batch)
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise TypeError("loss_fn(model, batch) must return a scalar tensor")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip
-                )
-            self.optimizer.step()
-            total += loss.detach().float().reshape(())
+            loss = self.step(move_to_device(batch, self.device))
+            total += loss.float().reshape(())
             steps += 1
             if cfg.log_every_steps and steps % cfg.log_every_steps == 0:
                 from tqdm.std import tqdm

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from adtr_core.backbone import Backbone, BackboneConfig, build_backbone
-from adtr_core.baselines import build_reconstructor
+from adtr_core.reconstructors import build_reconstructor
 from adtr_core.scoring import ScoringConfig, score
 from benchmarks.harness import MIB, PeakMemory, Plan, interleaved, median, ratio, tensor_bytes
 

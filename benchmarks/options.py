@@ -36,7 +36,7 @@ from adtr_core.scoring import (
 )
 from benchmarks.harness import Plan, interleaved, median, ratio
 from benchmarks.inference import build_pipeline
-from benchmarks.peer import train_step
+from benchmarks.peer import step_trainer
 
 # --------------------------------------------------------------------------- measurements
 
@@ -79,16 +79,12 @@ def run(plan: Plan, device: torch.device) -> dict[str, dict[str, Any]]:
         )
         out["bf16 autocast: ADTR forward"] = _entry(t, "fp32", "bf16", what=f"batch {b}")
     model = fp32.model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step(enabled: bool):
-        def call() -> None:
-            with torch.autocast(device.type, torch.bfloat16, enabled=enabled):
-                train_step(model, opt, f)
-
-        return call
-
-    t = interleaved({"fp32": step(False), "bf16": step(True)}, plan.rounds, device)
+    fp32_step, bf16_step = step_trainer(model, device, False), step_trainer(model, device, True)
+    t = interleaved(
+        {"fp32": lambda: fp32_step.step(f), "bf16": lambda: bf16_step.step(f)},
+        plan.rounds,
+        device,
+    )
     out["bf16 autocast: ADTR training step"] = _entry(t, "fp32", "bf16", what=f"batch {b}")
     model.eval()
 

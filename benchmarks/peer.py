@@ -10,12 +10,15 @@ cross-attention keys from ``memory + pos``). In eval mode without gradients the
 ``nn.TransformerEncoder`` takes PyTorch's fused "fast path"; both use
 ``scaled_dot_product_attention`` inside.
 
-Compared: the forward pass (eval, inference mode) and one training step (forward, the
-L_norm loss, backward, gradient clipping, AdamW) at the same batch.
+Compared: the forward pass (eval, inference mode) and one training step at the same batch,
+taken by the package's own :meth:`adtr_core.train.Trainer.step` (forward, the L_norm loss,
+backward, gradient clipping, AdamW). :func:`step_trainer` builds that trainer for the other
+benchmarks too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +26,7 @@ from torch import nn
 
 from adtr_core.losses import l_norm
 from adtr_core.model import ADTR, ADTRConfig, sine_position_embedding
+from adtr_core.train import TrainConfig, Trainer
 from benchmarks.harness import Plan, interleaved, median, ratio
 
 
@@ -64,13 +68,28 @@ def _config(plan: Plan) -> ADTRConfig:
     return ADTRConfig(in_channels=plan.peer_channels, grid=(side, side), **plan.adtr)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, f: torch.Tensor) -> None:
-    """One step as the package's Trainer takes it: L_norm, backward, clip 0.1, AdamW."""
-    loss = l_norm(f, model(f))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-    optimizer.step()
+def _l_norm(model: nn.Module, f: torch.Tensor) -> torch.Tensor:
+    return l_norm(f, model(f))
+
+
+def step_trainer(
+    model: nn.Module,
+    device: torch.device,
+    bf16: bool,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] = _l_norm,
+) -> Trainer:
+    """The package's Trainer over ``model``, whose :meth:`~Trainer.step` the benchmarks time.
+
+    Its settings are the training's defaults (AdamW, lr 1e-4, weight decay 1e-4, gradient
+    clipping at 0.1); ``bf16``: the loss under bf16 autocast (on CUDA and on the CPU).
+    Batches are given to ``step`` directly, already on ``device``; the trainer's own data
+    (one placeholder sample) is never read.
+
+    Args:
+        loss_fn: ``loss_fn(model, batch)``; default: L_norm of features ``batch``.
+    """
+    config = TrainConfig(device=str(device), amp=bf16, cpu_amp=bf16, progress=False)
+    return Trainer(model, loss_fn, (torch.zeros(1),), config)
 
 
 def run(plan: Plan, device: torch.device) -> dict[str, Any]:
@@ -96,16 +115,10 @@ def run(plan: Plan, device: torch.device) -> dict[str, Any]:
     with torch.inference_mode():
         fwd = interleaved({"adtr": forward(adtr), "peer": forward(peer)}, plan.rounds, device)
     adtr.train(), peer.train()
-    opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4) for m in (adtr, peer)}
-
-    def step(model: nn.Module):
-        def call() -> None:
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                train_step(model, opts[model], f)
-
-        return call
-
-    steps = interleaved({"adtr": step(adtr), "peer": step(peer)}, plan.rounds, device)
+    trainers = {"adtr": step_trainer(adtr, device, bf16), "peer": step_trainer(peer, device, bf16)}
+    steps = interleaved(
+        {name: (lambda t=t: t.step(f)) for name, t in trainers.items()}, plan.rounds, device
+    )
     return {
         "batch": plan.peer_batch,
         "tokens": cfg.num_tokens,

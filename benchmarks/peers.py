@@ -27,14 +27,15 @@ from typing import Any
 import torch
 
 from adtr_core.backbone import BackboneConfig, build_backbone
-from adtr_core.baselines import build_reconstructor
 from adtr_core.data import open_dataset
-from adtr_core.experiment import ExperimentConfig, list_categories, resolve_data_source
+from adtr_core.data.sources import list_categories, resolve_data_source
+from adtr_core.experiment import ExperimentConfig
 from adtr_core.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
 from adtr_core.profiles import profile_params
+from adtr_core.reconstructors import build_reconstructor
 from adtr_core.scoring import ScoringConfig, score
 from benchmarks.harness import MIB, PeakMemory, Plan, median, release_memory, sync, tensor_bytes
-from benchmarks.peer import train_step
+from benchmarks.peer import step_trainer
 
 GROWTH = {"tiny": (4, 8), "quick": (50, 100), "full": (50, 100, 200)}
 BATCHES = {"tiny": (1, 2)}
@@ -125,10 +126,10 @@ class _ADTR:
 
     def epoch(self, feats: torch.Tensor, batch: int) -> None:
         self.model.train()
-        opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=1e-4)
+        trainer = step_trainer(self.model, self.device, bf16=False)
         perm = torch.randperm(len(feats), generator=torch.Generator().manual_seed(0))
         for i in range(0, len(feats), batch):
-            train_step(self.model, opt, feats[perm[i : i + batch]])
+            trainer.step(feats[perm[i : i + batch]])
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor):

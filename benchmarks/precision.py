@@ -21,7 +21,8 @@ from benchmarks.harness import Plan, interleaved, median, ratio
 
 
 def run(plan: Plan, device: torch.device) -> dict[str, Any]:
-    from adtr_core.experiment import build_feature_extractor, build_model, open_split
+    from adtr_core.data.sources import open_split
+    from adtr_core.experiment import build_feature_extractor, build_model
     from adtr_core.features import extract_features
     from adtr_core.losses import l_norm
     from adtr_core.precision import cpu_has_bf16

@@ -82,7 +82,8 @@ def run(plan: Plan, device: torch.device) -> dict[str, Any]:
         return {"skipped": "CPU only"}
     if plan.name == "tiny":  # six fresh processes: the smoke test runs one worker on its own
         return {"skipped": "not in the tiny plan"}
-    from adtr_core.experiment import build_feature_extractor, open_split
+    from adtr_core.data.sources import open_split
+    from adtr_core.experiment import build_feature_extractor
     from adtr_core.features import extract_features
     from benchmarks.training import profile_config
 

@@ -27,17 +27,17 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from adtr_core.backbone import BackboneWeightsError
+from adtr_core.data.sources import open_split
 from adtr_core.experiment import (
     ExperimentConfig,
     build_feature_extractor,
     build_model,
-    open_split,
     run_experiment,
 )
 from adtr_core.features import extract_features
 from adtr_core.losses import l_norm
 from adtr_core.train import TrainConfig, Trainer
+from adtr_core.weights import BackboneWeightsError
 from benchmarks.harness import Plan, interleaved, median, ratio
 
 PROFILE = "quick"
@@ -220,32 +220,32 @@ def gpu_training(plan: Plan, device: torch.device, batches: int = 8) -> dict[str
     if device.type != "cuda":
         return {"measured": False, "note": "not measured: no CUDA device on this host"}
     from benchmarks.inference import build_pipeline
-    from benchmarks.peer import train_step
+    from benchmarks.peer import step_trainer
 
     pipe = build_pipeline("efficientnet_b4", plan, device)  # bf16, channels-last
     model = pipe.model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    step = step_trainer(model, device, bf16=True)
     b = 16
     x = pipe.images(b)
     f = pipe.features(x).detach()
+    with_backbone = step_trainer(
+        model, device, bf16=True, loss_fn=lambda m, images: l_norm(g := pipe.backbone(images), m(g))
+    )
 
     def cached() -> None:
         for _ in range(batches):
-            with torch.autocast("cuda", torch.bfloat16):
-                train_step(model, opt, f)
+            step.step(f)
 
     def recompute() -> None:
         for _ in range(batches):
-            with torch.autocast("cuda", torch.bfloat16):
-                train_step(model, opt, pipe.backbone(x))
+            with_backbone.step(x)
 
     times = interleaved({"cached": cached, "recompute": recompute}, plan.rounds, device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            with torch.autocast("cuda", torch.bfloat16):
-                train_step(model, opt, f)
+            step.step(f)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = sum("synchroniz" in str(w.message).lower() for w in caught)

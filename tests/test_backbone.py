@@ -9,16 +9,12 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from helpers import build_classifier
 
 from adtr_core import backbone as bb
-from adtr_core.backbone import (
-    SUPPORTED_NAMES,
-    BackboneConfig,
-    BackboneWeightsError,
-    build_backbone,
-    build_classifier,
-    normalisation,
-)
+from adtr_core import weights as weights_mod
+from adtr_core.backbone import SUPPORTED_NAMES, BackboneConfig, build_backbone, normalisation
+from adtr_core.weights import BackboneWeightsError
 
 SIZE = 64  # 4x4 grid: tiny but every stage (stride 2..32) is at least 2x2
 
@@ -133,9 +129,9 @@ def test_random_init_is_deterministic() -> None:
     ],
 )
 def test_lite_state_dict_maps_by_position(name: str, count: int) -> None:
-    state = bb.lite_state_dict(name)
+    state = weights_mod.lite_state_dict(name)
     assert len(state) == count
-    assert bb.lite_state_dict(name) is state  # cached in-process
+    assert weights_mod.lite_state_dict(name) is state  # cached in-process
     with torch.device("meta"):
         ref = timm.create_model(name).state_dict()
     assert list(state) == list(ref)
@@ -169,13 +165,15 @@ def test_random_init_does_not_see_the_cat() -> None:
 
 def test_lite_backbone_uses_the_loaded_weights() -> None:
     b = build_backbone(BackboneConfig(name="tf_efficientnet_lite0", image_size=SIZE))
-    state = bb.lite_state_dict("tf_efficientnet_lite0")
+    state = weights_mod.lite_state_dict("tf_efficientnet_lite0")
     for key, value in b.features.state_dict().items():
         assert torch.equal(value, state[key]), key
 
 
 def test_missing_weights_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bb, "_timm_cached_file", lambda name: None)  # as on a fresh machine
+    monkeypatch.setattr(
+        weights_mod, "_timm_cached_file", lambda name: None
+    )  # as on a fresh machine
     start = time.perf_counter()
     with pytest.raises(BackboneWeightsError, match="--backbone-weights") as err:
         build_backbone(BackboneConfig(name="efficientnet_b4", weights="auto"))
@@ -185,7 +183,7 @@ def test_missing_weights_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("offline", [True, False])
 def test_timm_download_fails_fast_offline(monkeypatch: pytest.MonkeyPatch, offline: bool) -> None:
-    monkeypatch.setattr(bb, "_timm_cached_file", lambda name: None)
+    monkeypatch.setattr(weights_mod, "_timm_cached_file", lambda name: None)
     if offline:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     else:  # an endpoint that can never resolve (RFC 6761): the connectivity probe must fail
@@ -219,7 +217,7 @@ def test_auto_uses_timm_weights_from_the_local_cache(monkeypatch, tmp_path) -> N
     source = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "model.safetensors"  # the file name timm's HF cache uses
     save_file(source.state_dict(), str(path))
-    monkeypatch.setattr(bb, "_timm_cached_file", lambda name: path)
+    monkeypatch.setattr(weights_mod, "_timm_cached_file", lambda name: path)
     b = build_backbone(BackboneConfig(name="resnet18", weights="auto", image_size=SIZE))
     for key, value in b.features.state_dict().items():
         assert torch.equal(value, source.state_dict()[key]), key

@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from adtr_core.baselines import (
-    RECONSTRUCTORS,
     CNNReconstructor,
     CNNReconstructorConfig,
     MeanImageBaseline,
-    build_reconstructor,
     count_parameters,
 )
 from adtr_core.model import ADTR
+from adtr_core.reconstructors import RECONSTRUCTORS, build_reconstructor
 
 
 def test_cnn_parameter_count_comparable_to_adtr() -> None:
@@ -81,3 +80,13 @@ def test_mean_image_baseline() -> None:
     # distance over RGB channels: a shift of 0.1 in every channel scores 0.1 * sqrt(3)
     shifted = constant.score_maps(torch.full((1, 3, 8, 8), 0.4))
     assert torch.allclose(shifted, torch.full((1, 8, 8), 0.1 * 3**0.5), atol=1e-5)
+
+
+def test_every_trained_model_and_network_ablation_comes_from_the_registry() -> None:
+    from adtr_core.ablations import VARIANTS
+    from adtr_core.experiment import MODELS
+    from adtr_core.peers import PEER_MODELS
+
+    assert MODELS == (*RECONSTRUCTORS, *PEER_MODELS)
+    models = {v.changes["model"] for v in VARIANTS.values() if "model" in v.changes}
+    assert models == set(RECONSTRUCTORS) - {"adtr"}

@@ -216,7 +216,7 @@ TRAIN_ARGS = [*TINY, "--set", "batch_size=4"]
 
 
 def _checkpoint_epoch(path: Path) -> int:
-    from adtr_core.train import load_checkpoint
+    from adtr_core.checkpoints import load_checkpoint
 
     try:
         return int(load_checkpoint(path)["epoch"])

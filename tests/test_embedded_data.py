@@ -14,13 +14,15 @@ from torch import nn
 
 from adtr_core import paths, reporting
 from adtr_core.cli import build_parser, train_config
-from adtr_core.experiment import (
-    ExperimentConfig,
-    evaluate_features,
+from adtr_core.data.sources import (
     list_categories,
     resolve_category,
     resolve_data_source,
     resolve_data_sources,
+)
+from adtr_core.experiment import (
+    ExperimentConfig,
+    evaluate_features,
     run_experiment,
     scoring_config,
 )
@@ -131,7 +133,8 @@ def test_small_adtr_beats_the_trivial_baseline_on_real_bottles(no_mvtec_root, tm
     assert adtr["pixel_auroc"] >= trivial["pixel_auroc"] + 0.08
     assert adtr["pixel_aupro"] >= trivial["pixel_aupro"] + 0.15
     # the same evaluation of a model that outputs its input is at chance and would fail
-    from adtr_core.experiment import build_feature_extractor, open_split
+    from adtr_core.data.sources import open_split
+    from adtr_core.experiment import build_feature_extractor
     from adtr_core.features import extract_features
 
     test_f = extract_features(build_feature_extractor(cfg), open_split(cfg, "test"), progress=False)

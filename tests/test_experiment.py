@@ -7,16 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
+from adtr_core.data.sources import open_split
 from adtr_core.experiment import (
     ExperimentConfig,
-    evaluate_checkpoint,
     load_result,
-    load_run_model,
-    open_split,
     predict_features,
     run_experiment,
     scoring_config,
 )
+from adtr_core.saved_runs import evaluate_checkpoint, load_run_model
 
 TINY = dict(
     data="demo",

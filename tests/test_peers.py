@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from adtr_core.backbone import BackboneWeightsError
 from adtr_core.metrics import compute_metrics
 from adtr_core.peers import PEER_MODELS, PeerConfig, build_peer
+from adtr_core.weights import BackboneWeightsError
 
 SIZE = 64
 
@@ -111,7 +111,7 @@ def test_peer_weights_never_download(monkeypatch) -> None:
 
     real = timm.create_model
     monkeypatch.setattr(timm, "create_model", no_download)
-    monkeypatch.setattr("adtr_core.backbone._timm_cached_file", lambda name: None)
+    monkeypatch.setattr("adtr_core.weights._timm_cached_file", lambda name: None)
     with pytest.raises(BackboneWeightsError, match="nothing is downloaded") as err:
         build_peer(PeerConfig(model="patchcore", backbone="wide_resnet50_2", image_size=SIZE))
     assert "\n" not in str(err.value)

@@ -15,7 +15,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from adtr_core.experiment import ExperimentConfig, RunResult, open_split  # noqa: E402
+from adtr_core.data.sources import open_split  # noqa: E402
+from adtr_core.experiment import ExperimentConfig, RunResult  # noqa: E402
 from adtr_core.plots import maps  # noqa: E402
 from adtr_core.plots.training import plot_loss_curves  # noqa: E402
 

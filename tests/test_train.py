@@ -10,17 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from adtr_core.train import (
-    CheckpointError,
-    TrainConfig,
-    Trainer,
-    epoch_seed,
-    load_checkpoint,
-    move_to_device,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-)
+from adtr_core.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from adtr_core.device import epoch_seed, move_to_device, resolve_device, seed_everything
+from adtr_core.train import TrainConfig, Trainer
 
 
 def _mlp(dropout: float = 0.0, seed: int = 0) -> nn.Module:

@@ -196,7 +196,7 @@ def example_rows(
         ValueError: the run has no score maps (data without masks) or the test split no longer
             matches the run's score table.
     """
-    from adtr_core.experiment import open_split
+    from adtr_core.data.sources import open_split
 
     if result.score_maps is None:
         raise ValueError(
