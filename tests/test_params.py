@@ -8,6 +8,7 @@ import pytest
 
 from adtr_core import params, paths
 from adtr_core.params import ParameterError, check_value, check_values, resolve
+from adtr_core.pipeline import declared_parameters, discover_notebooks
 from adtr_core.profiles import profile_params, profile_run
 
 
@@ -128,15 +129,10 @@ def test_scratch_dir_follows_its_variable(monkeypatch, tmp_path):
     assert params.scratch_dir("quick", custom=True) == Path(tmp_path) / "quick-custom"
 
 
-RUN_NOTEBOOKS = (
-    "02_train_category",
-    "03_detection_localization_tables",
-    "04_score_maps",
-    "05_ablations",
-    "06_adtr_plus",
-    "07_one_class",
-    "08_feature_tsne",
-)
+# the notebooks whose profile section takes the run block: 02-08
+RUN_NOTEBOOKS = [
+    nb.stem for nb in discover_notebooks() if profile_run("quick", nb.stem) is not None
+]
 
 
 @pytest.mark.parametrize("notebook", RUN_NOTEBOOKS)
@@ -144,8 +140,6 @@ def test_a_notebook_run_as_it_is_takes_the_quick_profiles_run_settings(notebook,
     """Opened in JupyterLab and run as they are, 02-08 train what `make figures` trains:
     their run settings are None ("the profile's"), the profile defaults to quick, and
     :func:`params.resolve` fills them from the quick profile's run block."""
-    from adtr_core.pipeline import declared_parameters
-
     declared = declared_parameters(paths.notebooks_dir() / f"{notebook}.ipynb")
     assert declared["profile"] == "quick", notebook
     run_keys = profile_run("quick", notebook)
