@@ -3,7 +3,8 @@
 Each variant changes one thing of the full model (the network, the reconstruction target,
 the scales or the backbone) and is run on the same category with otherwise equal settings.
 :data:`VARIANTS` names them, with the paper's row each one is compared to;
-:func:`variant_configs` turns a base config into one config per variant, and
+:func:`variant_configs` turns a base config into one config per variant,
+:func:`runnable_variants` sets aside those whose backbone weights are not on this machine, and
 :func:`ablation_table` puts our pixel AUROC beside the paper's reported numbers.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from adtr_core.experiment import ExperimentConfig, RunResult
+from adtr_core.backbone import BackboneWeightsError
+from adtr_core.experiment import ExperimentConfig, RunResult, build_feature_extractor
 from adtr_core.reporting import PAPER_ABLATION_PIXEL_AUROC
 
 
@@ -84,6 +86,38 @@ def variant_configs(base: ExperimentConfig, keys: Sequence[str]) -> dict[str, Ex
     return {
         k: ExperimentConfig.from_dict({**base.to_dict(), **VARIANTS[k].changes}) for k in ordered
     }
+
+
+def runnable_variants(
+    configs: Mapping[str, ExperimentConfig],
+) -> tuple[dict[str, ExperimentConfig], dict[str, str]]:
+    """Split the variants into those that can run and those whose backbone weights are missing.
+
+    Each distinct ``(backbone, backbone_weights)`` is built once
+    (:func:`adtr_core.experiment.build_feature_extractor`); a
+    :class:`~adtr_core.backbone.BackboneWeightsError` sets aside every variant using it.
+
+    Args:
+        configs: the variants' configs (:func:`variant_configs`).
+
+    Returns:
+        ``(runnable, skipped)``: ``{key: config}`` of the variants that can run, in the
+        order of ``configs``, and ``{key: reason}`` (the error's message) of the others.
+    """
+    checked: dict[tuple[str, str], str | None] = {}
+    skipped = {}
+    for key, cfg in configs.items():
+        weights_key = (cfg.backbone, cfg.backbone_weights)
+        if weights_key not in checked:
+            try:
+                build_feature_extractor(cfg)
+                checked[weights_key] = None
+            except BackboneWeightsError as err:
+                checked[weights_key] = str(err)
+        if checked[weights_key] is not None:
+            skipped[key] = checked[weights_key]
+    runnable = {k: c for k, c in configs.items() if k not in skipped}
+    return runnable, skipped
 
 
 def _stages(cfg: ExperimentConfig) -> str:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
@@ -261,24 +259,3 @@ def compute_metrics(
     out["pixel_auroc"] = pixel_auroc(m, maps)
     out["pixel_aupro"] = aupro(m, maps, fpr_limit=fpr_limit)
     return out
-
-
-def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
-    """Per-category metrics with a NaN-aware "mean" row appended.
-
-    Args:
-        rows: ``{category: {metric: value}}``, e.g. the outputs of ``compute_metrics``.
-
-    Returns:
-        A DataFrame indexed by category (index name "category") with one column per metric and
-        a last row "mean" (the mean over categories, ignoring NaN).
-    """
-    if "mean" in rows:
-        raise ValueError('"mean" is reserved for the summary row; rename that category')
-    df = pd.DataFrame.from_dict({k: dict(v) for k, v in rows.items()}, orient="index")
-    if df.empty:
-        df = pd.DataFrame(columns=list(METRIC_KEYS))
-    df = df.astype(float)
-    df.loc["mean"] = df.mean(axis=0, skipna=True)
-    df.index.name = "category"
-    return df

@@ -10,15 +10,21 @@ the notebooks save, and holds the paper's reported numbers so that they can be p
 * :func:`category_configs` / :func:`plus_configs`: the ADTR runs of every category and the
   ADTR+ runs started from them (``loss="px"`` on confetti anomalies, ``init_from`` = the ADTR
   results folder), built the same way by every notebook so that equal settings give equal
-  configs, hence shared results folders.
+  configs, hence shared results folders; :func:`image_label_configs`: ADTR+ with image
+  labels only (``loss="img"``).
 * :func:`mean_image_baseline_metrics`: the trivial baseline (per-pixel distance to the mean
   training image), evaluated with the same metrics; reported next to ADTR's to show how much
   of a data set a model-free score already solves.
 * :func:`peer_configs` / :func:`peer_methods`: the runs of anomalib's PaDiM and PatchCore
   (:mod:`adtr_core.peers`) on the same categories, image size, backbone and weights as the
   ADTR configs, as table rows next to ADTR's.
-* :func:`metric_table`, :func:`add_paper_row`, :func:`long_form`, :func:`plot_metric_table`:
-  per-category tables in percent with a ``mean`` row, and a heat-map figure of them.
+* :func:`per_category_metric_table`, :func:`add_paper_row`, :func:`long_form`,
+  :func:`per_category_heatmap`, :func:`metric_panels`: per-category tables in percent with a
+  ``mean`` row, a heat-map figure of them, and one figure panel per metric;
+  :func:`per_method_metric_table`: one category, one row per method.
+* :func:`one_class_table` / :func:`one_class_panel`: the one-class protocol (Table 3), one
+  row per normal class; :func:`tsne_group_summary`: the per-group numbers beside the t-SNE
+  figure (Fig. 5).
 """
 
 from __future__ import annotations
@@ -170,6 +176,30 @@ def plus_configs(base: Sequence[RunResult], **overrides: Any) -> list[Experiment
     return configs
 
 
+def image_label_configs(plus: Sequence[ExperimentConfig]) -> list[ExperimentConfig]:
+    """The ADTR+ configs of :func:`plus_configs` trained with image labels only (L_img).
+
+    Each is its ADTR+ config with ``loss="img"`` and ``anomalies=None``, which picks the
+    outliers by data: CIFAR-100 images for CIFAR-10 (outlier exposure), else confetti.
+    """
+    return [
+        ExperimentConfig.from_dict({**cfg.to_dict(), "loss": "img", "anomalies": None})
+        for cfg in plus
+    ]
+
+
+def image_label_note(configs: Sequence[ExperimentConfig]) -> str:
+    """Which outliers the runs of :func:`image_label_configs` saw, for captions."""
+    if not configs:
+        return "L_img not run"
+    if configs[0].anomalies == "cifar100":
+        return "L_img outliers: CIFAR-100 images (outlier exposure, the paper's CIFAR-10 setting)"
+    return (
+        "L_img outliers: the confetti images, with their image label only "
+        "(CIFAR-100 outliers are used when the data is CIFAR-10)"
+    )
+
+
 # --------------------------------------------------------------------------- trivial baseline
 
 
@@ -240,7 +270,8 @@ def peer_configs(base: Sequence[ExperimentConfig], model: str) -> list[Experimen
 def peer_methods(
     base: Sequence[ExperimentConfig], executor: str = "local", runs_dir: str | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{"PaDiM": {category: metrics}, "PatchCore": {...}}`` for :func:`metric_table`.
+    """``{"PaDiM": {category: metrics}, "PatchCore": {...}}`` for
+    :func:`per_category_metric_table`.
 
     Runs (or loads, when finished) the peer runs of :func:`peer_configs` with
     :func:`adtr_core.sweep.run_sweep`.
@@ -275,7 +306,7 @@ def column_name(method: str, metric: str, several_metrics: bool) -> str:
     return f"{method} {METRIC_LABELS.get(metric, metric)}" if several_metrics else method
 
 
-def metric_table(
+def per_category_metric_table(
     methods: Mapping[str, Mapping[str, Mapping[str, Any]]],
     metrics: Sequence[str] = ("image_auroc",),
     percent: bool = True,
@@ -356,7 +387,7 @@ def add_paper_row(
     The row is added only for MVTec AD (and CIFAR-10) data, the sets the paper reports on;
     otherwise the table is returned unchanged (the paper has no numbers for it). Columns the
     paper does not report (the trivial baseline, AU-PRO) stay NaN. The table must be in
-    percent, as returned by :func:`metric_table` with ``percent=True``.
+    percent, as returned by :func:`per_category_metric_table` with ``percent=True``.
     """
     reported = paper_numbers_for(data)
     if reported is None:
@@ -371,6 +402,39 @@ def add_paper_row(
     out = table.copy()
     out.loc[PAPER_LABEL] = row
     return out
+
+
+def metric_panels(
+    methods: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    metrics: Sequence[str],
+    data: str,
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, float]]]:
+    """One figure panel per metric: its per-category table and the paper's ADTR means.
+
+    Args:
+        methods: ``{method: {category: metrics dict}}``, as for
+            :func:`per_category_metric_table`.
+        metrics: metric keys, one panel each.
+        data: the data source; the paper's means are drawn for its data only.
+
+    Returns:
+        ``(panels, references)``, both keyed by the metric's label (:data:`METRIC_LABELS`):
+        ``panels[label]`` is :func:`per_category_metric_table` of that metric alone (percent,
+        columns the method names, with the mean row); ``references[label]`` is
+        ``{"paper <method> mean (<data>)": value}`` for the paper's ADTR and ADTR+ means of
+        that metric (empty when the paper has none).
+    """
+    reported = paper_numbers_for(data) or {}
+    panels, references = {}, {}
+    for metric in metrics:
+        label = METRIC_LABELS.get(metric, metric)
+        panels[label] = per_category_metric_table(methods, metrics=(metric,))
+        references[label] = {
+            f"paper {method} mean ({data})": values[metric]
+            for method, values in reported.items()
+            if method.startswith("ADTR") and metric in values
+        }
+    return panels, references
 
 
 def paper_note(data: str) -> str:
@@ -392,16 +456,17 @@ def paper_note(data: str) -> str:
 
 
 def long_form(table: pd.DataFrame) -> pd.DataFrame:
-    """Columns ``category``, ``column``, ``value`` of a :func:`metric_table` (for seaborn)."""
+    """Columns ``category``, ``column``, ``value`` of a :func:`per_category_metric_table`
+    (for seaborn)."""
     df = table.copy()
     df.index.name = "category"
     return df.reset_index().melt(id_vars="category", var_name="column", value_name="value")
 
 
-def plot_metric_table(
+def per_category_heatmap(
     table: pd.DataFrame, title: str | None = None, vmin: float = 50.0, vmax: float = 100.0
 ):
-    """Heat map of a :func:`metric_table` (percent), the value written in each cell.
+    """Heat map of a :func:`per_category_metric_table` (percent), the value written in each cell.
 
     Args:
         table: rows categories (+ mean, + paper row), columns method/metric, values in percent.
@@ -546,7 +611,9 @@ def settings_note(cfg: ExperimentConfig, paper_epochs: int | None = None) -> str
     return "shrunk from the paper: " + ", ".join(changed)
 
 
-def method_table(methods: Mapping[str, Mapping[str, Any]], percent: bool = True) -> pd.DataFrame:
+def per_method_metric_table(
+    methods: Mapping[str, Mapping[str, Any]], percent: bool = True
+) -> pd.DataFrame:
     """One row per method (e.g. ADTR, the trivial baseline) of one category, in percent."""
     scale = 100.0 if percent else 1.0
     rows = {
@@ -559,3 +626,106 @@ def method_table(methods: Mapping[str, Mapping[str, Any]], percent: bool = True)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     return table
+
+
+# --------------------------------------------------------------------------- one-class (Table 3)
+
+ONE_CLASS_AUROC = "image AUROC (%)"
+"""Column of :func:`one_class_table` holding the image AUROC."""
+
+ONE_CLASS_PAPER_LABEL = "paper ADTR (reported)"
+"""Index label of :func:`one_class_table`'s row of the paper's mean (CIFAR-10 only)."""
+
+
+def one_class_paper_auroc(data: str) -> float | None:
+    """The paper's ADTR mean image AUROC (percent) of the one-class protocol, or None.
+
+    The paper reports the protocol on CIFAR-10 only; on other data it has no number.
+    """
+    return PAPER_NUMBERS["cifar10"]["ADTR"]["image_auroc"] if data == "cifar10" else None
+
+
+def one_class_table(results: Sequence[RunResult], data: str) -> pd.DataFrame:
+    """Table 3: one row per normal class, then the mean and (on CIFAR-10) the paper's mean.
+
+    Args:
+        results: one finished run per normal class, in table order.
+        data: the data source (the paper's row is added for ``"cifar10"`` only).
+
+    Returns:
+        DataFrame of floats indexed by ``"normal class"``: :data:`ONE_CLASS_AUROC`
+        (percent), ``train images``, ``test images``, ``wall s`` (NaN when not recorded);
+        the row ``mean`` (the mean of every column) and, when the paper has a number, the
+        row :data:`ONE_CLASS_PAPER_LABEL` (its image AUROC, NaN elsewhere).
+    """
+    table = pd.DataFrame(
+        {
+            "normal class": [str(r.metrics["category"]) for r in results],
+            ONE_CLASS_AUROC: [100 * r.metrics["image_auroc"] for r in results],
+            "train images": [r.metrics["num_train"] for r in results],
+            "test images": [r.metrics["num_test"] for r in results],
+            "wall s": [r.metrics.get("wall_s", float("nan")) for r in results],
+        }
+    ).set_index("normal class")
+    table = table.astype(float)  # the mean row is fractional in every column
+    table.loc["mean"] = table.mean(axis=0)
+    paper = one_class_paper_auroc(data)
+    if paper is not None:
+        table.loc[ONE_CLASS_PAPER_LABEL] = [paper] + [float("nan")] * 3
+    return table
+
+
+def one_class_panel(table: pd.DataFrame, label: str) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The bars and reference lines of the one-class figure, from :func:`one_class_table`.
+
+    Args:
+        table: a :func:`one_class_table`.
+        label: the name of the bars (the column of the returned frame).
+
+    Returns:
+        ``(per_class, references)``: the image AUROC of each normal class (the table without
+        its mean and paper rows) in one column ``label``, and ``{"our mean <m>": m}`` plus,
+        when the table has the paper's row, ``{"paper ADTR mean on CIFAR-10 (<p>)": p}``.
+    """
+    classes = [c for c in table.index if c not in ("mean", ONE_CLASS_PAPER_LABEL)]
+    per_class = table.loc[classes, [ONE_CLASS_AUROC]]
+    per_class.columns = [label]
+    mean = table.loc["mean", ONE_CLASS_AUROC]
+    references = {f"our mean {mean:.1f}": mean}
+    if ONE_CLASS_PAPER_LABEL in table.index:
+        paper = table.loc[ONE_CLASS_PAPER_LABEL, ONE_CLASS_AUROC]
+        references[f"paper ADTR mean on CIFAR-10 ({paper:.1f})"] = paper
+    return per_class, references
+
+
+# --------------------------------------------------------------------------- t-SNE (Fig. 5)
+
+
+def tsne_group_summary(embedding: np.ndarray, positions: Any, k: int = 10) -> pd.DataFrame:
+    """Per group of embedded positions: its size, score statistics and neighbour agreement.
+
+    Args:
+        embedding: (M, 2) t-SNE coordinates of the positions.
+        positions: the embedded :class:`adtr_core.embedding.PositionSet` (M positions).
+        k: neighbours of :func:`adtr_core.embedding.group_agreement`.
+
+    Returns:
+        DataFrame indexed by ``"positions of"`` (normal, anomalous): ``positions``, ``mean
+        score``, ``median score`` and ``share of <k> nearest neighbours in own group``.
+    """
+    from adtr_core.embedding import group_agreement
+
+    counts = positions.counts()
+    groups = list(counts)
+    agreement = group_agreement(embedding, positions.groups, k=k)
+    return pd.DataFrame(
+        {
+            "positions": [counts[g] for g in groups],
+            "mean score": [float(positions.scores[positions.groups == g].mean()) for g in groups],
+            "median score": [
+                float(np.median(positions.scores[positions.groups == g])) for g in groups
+            ],
+            f"share of {k} nearest neighbours in own group": [agreement[g] for g in groups],
+        },
+        index=pd.Index(groups, name="positions of"),
+    )

@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import save_cifar_batch
 
 from adtr_core.data import (
     DatasetError,
@@ -17,7 +18,6 @@ from adtr_core.data import (
     load_cifar100,
     open_dataset,
     restricted_load,
-    save_cifar_batch,
 )
 
 

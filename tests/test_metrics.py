@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import metrics_with_mean_row
 from scipy import ndimage
 
 from adtr_core.metrics import (
     aupro,
     compute_metrics,
     image_auroc,
-    metrics_table,
     pixel_auroc,
     pro_curve,
 )
@@ -173,7 +173,7 @@ def test_compute_metrics_keys_and_nans():
 
 
 def test_metrics_table_mean_row_ignores_nan():
-    table = metrics_table(
+    table = metrics_with_mean_row(
         {
             "brick": {"image_auroc": 1.0, "pixel_auroc": 0.8, "pixel_aupro": float("nan")},
             "grass": {"image_auroc": 0.5, "pixel_auroc": float("nan"), "pixel_aupro": 0.6},
@@ -184,4 +184,4 @@ def test_metrics_table_mean_row_ignores_nan():
     assert table.loc["mean", "pixel_auroc"] == pytest.approx(0.8)
     assert table.loc["mean", "pixel_aupro"] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="reserved"):
-        metrics_table({"mean": {"image_auroc": 1.0}})
+        metrics_with_mean_row({"mean": {"image_auroc": 1.0}})

@@ -8,6 +8,7 @@ import pytest
 
 from adtr_core import params, paths
 from adtr_core.params import ParameterError, check_value, check_values, resolve
+from adtr_core.pipeline import declared_parameters, discover_notebooks
 from adtr_core.profiles import profile_params, profile_run
 
 
@@ -126,3 +127,26 @@ def test_a_parameter_the_notebook_does_not_declare_is_named():
 def test_scratch_dir_follows_its_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("ADTR_SCRATCH", str(tmp_path))
     assert params.scratch_dir("quick", custom=True) == Path(tmp_path) / "quick-custom"
+
+
+# the notebooks whose profile section takes the run block: 02-08
+RUN_NOTEBOOKS = [
+    nb.stem for nb in discover_notebooks() if profile_run("quick", nb.stem) is not None
+]
+
+
+@pytest.mark.parametrize("notebook", RUN_NOTEBOOKS)
+def test_a_notebook_run_as_it_is_takes_the_quick_profiles_run_settings(notebook, tmp_path):
+    """Opened in JupyterLab and run as they are, 02-08 train what `make figures` trains:
+    their run settings are None ("the profile's"), the profile defaults to quick, and
+    :func:`params.resolve` fills them from the quick profile's run block."""
+    declared = declared_parameters(paths.notebooks_dir() / f"{notebook}.ipynb")
+    assert declared["profile"] == "quick", notebook
+    run_keys = profile_run("quick", notebook)
+    set_here = {k: declared[k] for k in run_keys if declared.get(k, "missing") is not None}
+    assert not set_here, f"{notebook}: the parameters cell fixes run settings: {set_here}"
+    p = resolve(notebook, {**declared, "out_dir": str(tmp_path)})
+    assert p.profile == "quick" and p.overrides == {}
+    assert p.run == {k: check_value(k, v) for k, v in run_keys.items()}
+    expected = {k: check_value(k, v) for k, v in profile_params("quick", notebook).items()}
+    assert p.values == expected

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import map_scale  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from adtr_core.data.sources import open_split  # noqa: E402
@@ -128,7 +129,7 @@ def test_example_rows_read_images_masks_and_maps(tmp_path):
 
 def test_map_scale_is_high_quantile(tmp_path):
     run = _tiny_run(tmp_path)
-    assert maps.map_scale(run, quantile=1.0) == pytest.approx(3.0)
+    assert map_scale(run, quantile=1.0) == pytest.approx(3.0)
 
 
 def test_plot_loss_curves():

@@ -82,15 +82,3 @@ def test_notebooks_that_share_runs_keep_equal_run_settings(profile):
         other = profile_params(profile, section)
         drift = {k: (base.get(k), other.get(k)) for k in RUN_KEYS if base.get(k) != other.get(k)}
         assert not drift, f"{profile}: {section} differs from 02_train_category: {drift}"
-
-
-def test_run_notebooks_default_to_the_quick_profile():
-    """Opened in JupyterLab and run as they are, 02-04 train what `make figures` trains:
-    their run settings are None ("the profile's") and the profile defaults to quick."""
-    from adtr_core.pipeline import declared_parameters
-
-    for section in ("02_train_category", "03_detection_localization_tables", "04_score_maps"):
-        declared = declared_parameters(paths.notebooks_dir() / f"{section}.ipynb")
-        assert declared["profile"] == "quick", section
-        set_here = {k: declared[k] for k in RUN_KEYS if declared.get(k, "missing") is not None}
-        assert not set_here, f"{section}: the parameters cell fixes run settings: {set_here}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _metrics(image: float, pixel: float, pro: float = math.nan) -> dict:
 
 
 def test_metric_table_one_metric_percent_and_mean_row():
-    table = reporting.metric_table(
+    table = reporting.per_category_metric_table(
         {
             "ADTR": {"a": _metrics(0.9, 0.8), "b": _metrics(0.7, 0.6)},
             "trivial": {"a": _metrics(0.5, 0.5)},
@@ -62,7 +63,7 @@ def test_metric_table_one_metric_percent_and_mean_row():
 
 
 def test_metric_table_several_metrics_names_columns_by_metric():
-    table = reporting.metric_table(
+    table = reporting.per_category_metric_table(
         {"ADTR": {"a": _metrics(0.9, 0.8, 0.7)}, "ADTR+": {"a": _metrics(1.0, 0.9, 0.8)}},
         metrics=("pixel_auroc", "pixel_aupro"),
         percent=False,
@@ -78,12 +79,12 @@ def test_metric_table_several_metrics_names_columns_by_metric():
 
 def test_metric_table_rejects_reserved_category():
     with pytest.raises(ValueError, match="reserved"):
-        reporting.metric_table({"ADTR": {"mean": _metrics(1, 1)}})
+        reporting.per_category_metric_table({"ADTR": {"mean": _metrics(1, 1)}})
 
 
 def test_paper_row_only_for_mvtec():
     methods = {"trivial": {"a": _metrics(0.5, 0.5)}, "ADTR": {"a": _metrics(0.9, 0.9)}}
-    table = reporting.metric_table(methods, metrics=("image_auroc", "pixel_auroc"))
+    table = reporting.per_category_metric_table(methods, metrics=("image_auroc", "pixel_auroc"))
     assert reporting.add_paper_row(table, "demo", ("image_auroc", "pixel_auroc")) is table
     with_paper = reporting.add_paper_row(table, "mvtec", ("image_auroc", "pixel_auroc"))
     row = with_paper.loc[reporting.PAPER_LABEL]
@@ -134,11 +135,13 @@ def test_mean_image_baseline_finds_bright_square(tmp_path):
 
 
 def test_long_form_and_heatmap_figure():
-    table = reporting.metric_table({"ADTR": {"a": _metrics(0.9, 0.8)}, "B": {"a": _metrics(1, 1)}})
+    table = reporting.per_category_metric_table(
+        {"ADTR": {"a": _metrics(0.9, 0.8)}, "B": {"a": _metrics(1, 1)}}
+    )
     long = reporting.long_form(table)
     assert set(long.columns) == {"category", "column", "value"}
     assert len(long) == 4  # (a, mean) x (ADTR, B)
-    fig = reporting.plot_metric_table(table, title="t")
+    fig = reporting.per_category_heatmap(table, title="t")
     assert fig.axes[0].get_title() == "t"
     import matplotlib.pyplot as plt
 
@@ -173,7 +176,144 @@ def test_settings_note_names_every_shrinkage():
 
 
 def test_method_table_rows_in_percent():
-    table = reporting.method_table({"ADTR": _metrics(0.9, 0.8, 0.7), "trivial": _metrics(0.5, 1)})
+    table = reporting.per_method_metric_table(
+        {"ADTR": _metrics(0.9, 0.8, 0.7), "trivial": _metrics(0.5, 1)}
+    )
     assert list(table.columns) == ["image AUROC", "pixel AUROC", "AU-PRO"]
     assert table.loc["ADTR", "AU-PRO"] == pytest.approx(70.0)
     assert table.loc["trivial", "pixel AUROC"] == pytest.approx(100.0)
+
+
+def test_image_label_configs_and_their_note(tmp_path):
+    (base,) = reporting.category_configs(["a"], data="demo", epochs=3)
+    run = RunResult(tmp_path / "run_a", base, {}, pd.DataFrame(), pd.DataFrame())
+    plus = reporting.plus_configs([run], epochs=2)
+    (img,) = reporting.image_label_configs(plus)
+    # what notebook 06 built by hand
+    expected = ExperimentConfig.from_dict({**plus[0].to_dict(), "loss": "img", "anomalies": None})
+    assert img == expected and img.loss == "img" and img.init_from == plus[0].init_from
+    assert reporting.image_label_configs([]) == []
+    assert reporting.image_label_note([]) == "L_img not run"
+    assert reporting.image_label_note([img]).startswith("L_img outliers: the confetti images")
+    cifar = dataclasses.replace(img, anomalies="cifar100")
+    assert reporting.image_label_note([cifar]).startswith("L_img outliers: CIFAR-100 images")
+
+
+def test_metric_panels_equal_the_columns_of_the_several_metric_table():
+    methods = {
+        "ADTR": {"a": _metrics(0.9, 0.8), "b": _metrics(0.7, 0.6)},
+        "ADTR+": {"a": _metrics(1.0, 0.9)},
+        "ADTR+ (image labels)": {"a": _metrics(0.6, 0.5), "b": _metrics(0.4, 0.3)},
+    }
+    metrics = ("image_auroc", "pixel_auroc")
+    panels, references = reporting.metric_panels(methods, metrics, "mvtec")
+    # what notebook 06 computed: the several-metric table split by the column names' ends
+    per_category = reporting.per_category_metric_table(methods, metrics=metrics)
+    for metric, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC")):
+        cols = [c for c in per_category.columns if c.endswith(name)]
+        old = per_category[cols].rename(columns={c: c[: -len(name) - 1] for c in cols})
+        pd.testing.assert_frame_equal(panels[name], old)
+        assert references[name] == {
+            f"paper {m} mean (mvtec)": v[metric]
+            for m, v in reporting.PAPER_NUMBERS["mvtec"].items()
+            if m.startswith("ADTR") and metric in v
+        }
+    assert list(panels) == ["image AUROC", "pixel AUROC"]
+    assert references["pixel AUROC"] == {
+        "paper ADTR mean (mvtec)": 97.2,
+        "paper ADTR+ mean (mvtec)": 97.5,
+    }
+    _, none = reporting.metric_panels(methods, metrics, "demo")
+    assert none == {"image AUROC": {}, "pixel AUROC": {}}
+
+
+def _one_class_runs(tmp_path) -> list[RunResult]:
+    runs = []
+    for i, (auroc, wall) in enumerate(((0.9, 2.0), (0.6, None))):
+        metrics = {"category": str(i), "image_auroc": auroc, "num_train": 10 + i, "num_test": 40}
+        if wall is not None:
+            metrics["wall_s"] = wall
+        cfg = ExperimentConfig(data="digits", category=str(i))
+        runs.append(RunResult(tmp_path / str(i), cfg, metrics, pd.DataFrame(), pd.DataFrame()))
+    return runs
+
+
+def _old_one_class(results, source):
+    """Notebook 07's table, panel and reference lines as the notebook computed them."""
+    table = pd.DataFrame(
+        {
+            "normal class": [str(r.metrics["category"]) for r in results],
+            "image AUROC (%)": [100 * r.metrics["image_auroc"] for r in results],
+            "train images": [r.metrics["num_train"] for r in results],
+            "test images": [r.metrics["num_test"] for r in results],
+            "wall s": [r.metrics.get("wall_s", float("nan")) for r in results],
+        }
+    ).set_index("normal class")
+    table = table.astype(float)
+    table.loc["mean"] = table.mean(axis=0)
+    paper = (reporting.paper_numbers_for(source) or {}) if source == "cifar10" else {}
+    if paper:
+        table.loc["paper ADTR (reported)"] = [paper["ADTR"]["image_auroc"]] + [float("nan")] * 3
+    ours = f"ours ({source})"
+    per_class = table.loc[[str(r.metrics["category"]) for r in results], ["image AUROC (%)"]]
+    per_class.columns = [ours]
+    mean = table.loc["mean", "image AUROC (%)"]
+    reference = {f"our mean {mean:.1f}": mean}
+    if paper:
+        value = paper["ADTR"]["image_auroc"]
+        reference[f"paper ADTR mean on CIFAR-10 ({value:.1f})"] = value
+    return table, per_class, reference
+
+
+@pytest.mark.parametrize("source", ["digits", "cifar10"])
+def test_one_class_table_and_panel_equal_the_notebooks_former_code(tmp_path, source):
+    results = _one_class_runs(tmp_path)
+    table = reporting.one_class_table(results, source)
+    per_class, reference = reporting.one_class_panel(table, f"ours ({source})")
+    old_table, old_per_class, old_reference = _old_one_class(results, source)
+    pd.testing.assert_frame_equal(table, old_table)
+    pd.testing.assert_frame_equal(per_class, old_per_class)
+    assert reference == old_reference
+    assert table.loc["mean", reporting.ONE_CLASS_AUROC] == pytest.approx(75.0)
+    assert table.loc["mean", "wall s"] == pytest.approx(2.0)  # NaN-aware
+    assert list(per_class.index) == ["0", "1"]
+    has_paper = reporting.ONE_CLASS_PAPER_LABEL in table.index
+    assert has_paper == (source == "cifar10")
+    assert (reporting.one_class_paper_auroc(source) is not None) == has_paper
+    if has_paper:
+        assert table.loc[reporting.ONE_CLASS_PAPER_LABEL, reporting.ONE_CLASS_AUROC] == 94.7
+        assert math.isnan(table.loc[reporting.ONE_CLASS_PAPER_LABEL, "train images"])
+
+
+def test_tsne_group_summary_equals_the_notebooks_former_code():
+    from adtr_core.embedding import PositionSet, group_agreement
+
+    rng = np.random.default_rng(0)
+    groups = np.array(["normal"] * 12 + ["anomalous"] * 8)
+    positions = PositionSet(
+        vectors=rng.normal(size=(20, 4)).astype(np.float32),
+        groups=groups,
+        scores=rng.random(20),
+        image_index=np.arange(20),
+    )
+    embedding = rng.normal(size=(20, 2)) + 3.0 * (groups == "anomalous")[:, None]
+    summary = reporting.tsne_group_summary(embedding, positions, k=10)
+    # what notebook 08 computed
+    names = list(positions.counts())
+    old = pd.DataFrame(
+        {
+            "positions": [positions.counts()[g] for g in names],
+            "mean score": [float(positions.scores[positions.groups == g].mean()) for g in names],
+            "median score": [
+                float(np.median(positions.scores[positions.groups == g])) for g in names
+            ],
+            "share of 10 nearest neighbours in own group": [
+                group_agreement(embedding, positions.groups, k=10)[g] for g in names
+            ],
+        },
+        index=pd.Index(names, name="positions of"),
+    )
+    pd.testing.assert_frame_equal(summary, old)
+    assert list(summary.index) == ["normal", "anomalous"]
+    assert summary.loc["anomalous", "positions"] == 8
+    assert summary.loc["normal", "mean score"] == pytest.approx(positions.scores[:12].mean())

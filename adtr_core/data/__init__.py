@@ -19,7 +19,6 @@ from adtr_core.data.cifar import (
     load_cifar10,
     load_cifar100,
     restricted_load,
-    save_cifar_batch,
 )
 from adtr_core.data.confetti import ConfettiDataset, confetti_noise
 from adtr_core.data.demo import (
@@ -76,7 +75,6 @@ __all__ = [
     "load_digits_split",
     "open_dataset",
     "restricted_load",
-    "save_cifar_batch",
 ]
 
 SOURCES = ("mvtec", "folder", "cifar10", "cifar100", "digits", "demo")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,6 @@ __all__ = [
     "load_cifar10",
     "load_cifar100",
     "restricted_load",
-    "save_cifar_batch",
 ]
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -190,100 +188,3 @@ def load_cifar100(
     name = "train" if train else "test"
     folder = _find_dir(root, CIFAR100_DIR, name, "CIFAR-100")
     return _read_batch(folder / name, b"coarse_labels" if coarse else b"fine_labels")
-
-
-# ----------------------------------------------------------------- writing the original format
-def _py2_pickle(obj: object, out: bytearray) -> None:
-    """Append ``obj`` in Python 2 cPickle protocol 2 form (how the CIFAR files are written)."""
-    if obj is None:
-        out += b"N"
-    elif isinstance(obj, bool):
-        out += b"\x88" if obj else b"\x89"
-    elif isinstance(obj, int):
-        if 0 <= obj < 256:
-            out += b"K" + bytes([obj])
-        elif 0 <= obj < 65536:
-            out += b"M" + struct.pack("<H", obj)
-        else:
-            out += b"J" + struct.pack("<i", obj)
-    elif isinstance(obj, bytes):  # a Python 2 str
-        out += (
-            b"U" + bytes([len(obj)]) if len(obj) < 256 else b"T" + struct.pack("<I", len(obj))
-        ) + obj
-    elif isinstance(obj, tuple):
-        out += b"("
-        for item in obj:
-            _py2_pickle(item, out)
-        out += b"t"
-    elif isinstance(obj, list):
-        out += b"]"
-        if obj:
-            out += b"("
-            for item in obj:
-                _py2_pickle(item, out)
-            out += b"e"
-    elif isinstance(obj, dict):
-        out += b"}"
-        if obj:
-            out += b"("
-            for key, value in obj.items():
-                _py2_pickle(key, out)
-                _py2_pickle(value, out)
-            out += b"u"
-    elif isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        out += b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n"
-        _py2_pickle((0,), out)
-        _py2_pickle(b"b", out)
-        out += b"tR"  # _reconstruct(ndarray, (0,), 'b')
-        dtype = bytearray(b"cnumpy\ndtype\n")
-        _py2_pickle((arr.dtype.str[1:].encode(), 0, 1), dtype)
-        dtype += b"R"
-        _py2_pickle((3, arr.dtype.str[:1].encode(), None, None, None, -1, -1, 0), dtype)
-        dtype += b"b"
-        out += b"(K\x01"  # state tuple: (version 1, shape, dtype, is_fortran, raw bytes)
-        _py2_pickle(tuple(int(s) for s in arr.shape), out)
-        out += dtype
-        _py2_pickle(False, out)
-        _py2_pickle(arr.tobytes(), out)
-        out += b"tb"  # BUILD
-    else:
-        raise TypeError(f"cannot write {type(obj).__name__} in the CIFAR pickle format")
-
-
-def save_cifar_batch(
-    path: str | os.PathLike,
-    images: np.ndarray,
-    labels: np.ndarray | list[int],
-    label_key: bytes = b"labels",
-    extra: dict[bytes, object] | None = None,
-) -> Path:
-    """Write images in the official CIFAR python format (a Python 2 protocol-2 pickle).
-
-    Useful to package one's own 32x32 images for the CIFAR loaders, and for tests.
-
-    Args:
-        path: file to write (e.g. ``.../cifar-10-batches-py/data_batch_1``).
-        images: uint8 (N, 32, 32, 3).
-        labels: int (N,); stored as a list under ``label_key``.
-        label_key: ``b"labels"`` (CIFAR-10) or ``b"fine_labels"`` (CIFAR-100).
-        extra: more entries (e.g. ``{b"coarse_labels": [...]}``).
-    """
-    images = np.asarray(images, dtype=np.uint8)
-    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise DatasetError(f"CIFAR images must be uint8 (N, 32, 32, 3), got {images.shape}.")
-    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # (N, 3072) R, G, B planes
-    batch: dict[bytes, object] = {
-        b"batch_label": b"written by adtr",
-        label_key: [int(v) for v in np.asarray(labels).reshape(-1)],
-        b"data": data,
-        b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(images))],
-    }
-    batch.update(extra or {})
-    out = bytearray(b"\x80\x02")
-    _py2_pickle(batch, out)
-    out += b"."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(out))
-    return path

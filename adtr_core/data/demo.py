@@ -372,13 +372,6 @@ def is_demo_build(root: str | os.PathLike) -> bool:
     return marker is not None and marker.get("format") == FORMAT_VERSION
 
 
-def is_complete(
-    root: str | os.PathLike, seed: int = 0, config: DemoConfig | None = None, **overrides
-) -> bool:
-    """Whether ``root`` holds a finished demo build with these parameters."""
-    return _read_marker(Path(root)) == _marker(seed, _make_config(config, overrides))
-
-
 def ensure_demo(
     root: str | os.PathLike | None = None,
     seed: int = 0,

@@ -19,12 +19,6 @@ from adtr_core.data.errors import DatasetError
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
-def load_digits_images(image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 digits as uint8 RGB (N, S, S, 3) and their int64 targets (N,)."""
-    images, targets = _digits(int(image_size))
-    return images.copy(), targets.copy()
-
-
 @functools.lru_cache(maxsize=4)
 def _digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits

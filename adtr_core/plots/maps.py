@@ -365,10 +365,3 @@ def overview_grid(rows: list[dict], title: str | None = None):
         fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def map_scale(result, quantile: float = 0.999) -> float:
-    """A colour-scale upper limit for one run: a high quantile of all its score-map values."""
-    if result.score_maps is None:
-        raise ValueError(f"run {result.out_dir} has no score maps")
-    return float(np.quantile(np.asarray(result.score_maps, dtype=np.float32), quantile))
