@@ -51,7 +51,8 @@ from adtr_core.data import open_dataset
 from adtr_core.data.confetti import ConfettiDataset
 from adtr_core.features import FeatureSet, extract_features
 from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
-from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
+from adtr_core.losses import l_img, l_norm, l_px
+from adtr_core.masks import mask_to_grid
 from adtr_core.metrics import METRIC_KEYS, compute_metrics
 from adtr_core.precision import autocast, autocast_dtype, check_precision, precision_name
 from adtr_core.scoring import ScoringConfig, score
