@@ -8,7 +8,8 @@ normal positions. This module holds the three steps, each a plain function:
 1. :func:`difference_vectors`: ``d = f - f_hat`` for a batch of backbone features;
 2. :func:`collect_positions`: one vector per grid position, grouped as *normal* (every
    position of a normal test image) or *anomalous* (positions of an anomalous image that lie
-   inside its defect mask downsampled to the feature grid), subsampled deterministically;
+   inside its defect mask brought to the feature grid, covered by more than half, see
+   :func:`adtr_core.masks.mask_to_grid`), subsampled deterministically;
 3. :func:`tsne_embedding`: scikit-learn's TSNE with a fixed seed and PCA initialisation
    (optionally after a PCA to ``pca_dim`` dimensions), so the same input gives the same
    embedding.
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adtr_core.features import map_reconstructions
+from adtr_core.masks import mask_to_grid
 
 NORMAL, ANOMALOUS = "normal", "anomalous"
 
@@ -52,23 +53,6 @@ def difference_vectors(
         model, features, lambda f, f_hat: (f - f_hat).float().cpu(), batch_size
     )  # (B, C, h, w) each
     return torch.cat(diffs)
-
-
-def grid_masks(masks: torch.Tensor, grid: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:
-    """Pixel masks downsampled to the feature grid: a cell is anomalous when covered enough.
-
-    Args:
-        masks: (N, 1, S, S) float in {0, 1}.
-        grid: (h, w) of the feature map.
-        threshold: share of a cell's pixels that must be anomalous (area average > threshold).
-
-    Returns:
-        (N, h, w) bool.
-    """
-    if masks.ndim != 4 or masks.shape[1] != 1:
-        raise ValueError(f"masks must be (N, 1, S, S); got shape {tuple(masks.shape)}")
-    cover = F.interpolate(masks.float(), size=tuple(grid), mode="area")  # (N, 1, h, w)
-    return cover[:, 0] > threshold  # (N, h, w)
 
 
 @dataclass
@@ -116,7 +100,8 @@ def collect_positions(
         labels: (N,) image labels, 1 = anomalous.
         masks: (N, 1, S, S) pixel masks, or None.
         max_per_group: the most positions kept per group.
-        mask_threshold: see :func:`grid_masks`.
+        mask_threshold: share of a cell's pixels that must be anomalous (area average above
+            it, :func:`adtr_core.masks.mask_to_grid` with ``rule="fraction"``).
         seed: seed of the subsampling.
 
     Returns:
@@ -130,7 +115,7 @@ def collect_positions(
         raise ValueError(f"{n} difference maps but {labels_t.shape[0]} labels")
     is_anom_img = (labels_t == 1)[:, None, None].expand(n, h, w)  # (N, h, w)
     if masks is not None:
-        inside = grid_masks(masks, (h, w), mask_threshold)  # (N, h, w)
+        inside = mask_to_grid(masks, (h, w), "fraction", mask_threshold)  # (N, h, w)
         anomalous = is_anom_img & inside
     else:
         anomalous = is_anom_img.clone()

@@ -62,7 +62,8 @@ from adtr_core.data.sources import (
 from adtr_core.device import resolve_device
 from adtr_core.features import FeatureSet, extract_features, map_reconstructions
 from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
-from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid
+from adtr_core.losses import l_img, l_norm, l_px
+from adtr_core.masks import mask_to_grid
 from adtr_core.metrics import METRIC_KEYS, compute_metrics
 from adtr_core.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
 from adtr_core.precision import autocast_dtype, check_precision, precision_name

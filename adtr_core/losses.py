@@ -15,15 +15,20 @@ All losses are computed per image and averaged over the batch, in float32.
 ``log(1 - exp(-x))`` is evaluated as ``log(-expm1(-x))`` with ``x`` clamped away from 0;
 for an image without anomalous positions (all-zero mask, or label 0) the push term is exactly 0.
 
-Masks given at image resolution are reduced to the feature grid by adaptive max pooling
-(see ``mask_to_grid``): a position is anomalous when any pixel of its cell is.
+Masks given at image resolution are reduced to the feature grid by
+:func:`adtr_core.masks.mask_to_grid`, by default with ``rule="any"`` (adaptive max pooling): a
+position is anomalous when any pixel of its cell is. The backbone feature at ``u`` sees its
+whole cell (and more), so a cell touched by a defect is not a normal feature and must not be
+pulled towards a faithful reconstruction; a threshold on the area (e.g. ``> 0.5``) would drop
+small confetti blobs entirely and train the model to reconstruct them. ``rule="fraction"``
+gives soft labels (the anomalous share of each cell), which eq. 7 accepts as they are.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from adtr_core.masks import mask_to_grid
 from adtr_core.scoring import check_feature_pair
 
 ALPHA = 0.003  # paper setting for both ADTR+ losses
@@ -66,47 +71,12 @@ def phi(f: torch.Tensor, f_hat: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(m * m + 1.0) - 1.0
 
 
-def mask_to_grid(mask: torch.Tensor, grid: tuple[int, int], reduce: str = "max") -> torch.Tensor:
-    """Bring a pixel mask to the feature grid.
-
-    With ``reduce="max"`` (default) a feature position is anomalous when any pixel of its
-    cell is: the backbone feature at ``u`` sees its whole cell (and more), so a cell touched by
-    a defect is not a normal feature and must not be pulled towards a faithful reconstruction;
-    a threshold on the area (e.g. ``> 0.5``) would drop small confetti blobs entirely and
-    train the model to reconstruct them. ``reduce="mean"`` gives soft labels (the anomalous
-    fraction of each cell), which eq. 7 accepts as they are.
-
-    Args:
-        mask: ``(B, 1, H, W)`` or ``(B, H, W)`` with values in [0, 1]; when ``(H, W)`` equals
-            ``grid`` it is used as is.
-        grid: Feature grid ``(h, w)``.
-        reduce: "max" or "mean".
-
-    Returns:
-        ``(B, h, w)`` float32 labels ``y(u)``.
-    """
-    if mask.ndim == 4:
-        if mask.shape[1] != 1:
-            raise ValueError(f"mask must have one channel, (B, 1, H, W); got {tuple(mask.shape)}")
-        mask = mask[:, 0]
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be (B, 1, H, W) or (B, H, W); got {tuple(mask.shape)}")
-    mask = mask.float()
-    if tuple(mask.shape[-2:]) == tuple(grid):
-        return mask
-    if reduce == "max":
-        return F.adaptive_max_pool2d(mask[:, None], grid)[:, 0]  # (B, h, w)
-    if reduce == "mean":
-        return F.adaptive_avg_pool2d(mask[:, None], grid)[:, 0]  # (B, h, w)
-    raise ValueError(f"unknown mask reduction {reduce!r}; choose 'max' or 'mean'")
-
-
 def l_px(
     f: torch.Tensor,
     f_hat: torch.Tensor,
     mask: torch.Tensor,
     alpha: float = ALPHA,
-    reduce: str = "max",
+    rule: str = "any",
 ) -> torch.Tensor:
     """Eq. 7: ADTR+ loss with pixel labels, mean over the batch.
 
@@ -114,16 +84,18 @@ def l_px(
         f: Backbone features, ``(B, C, h, w)``.
         f_hat: Reconstruction, ``(B, C, h, w)``.
         mask: Anomaly mask, ``(B, 1, S, S)`` at image resolution (reduced to the grid by
-            ``mask_to_grid``) or ``(B, h, w)`` / ``(B, 1, h, w)`` already on the grid.
+            :func:`adtr_core.masks.mask_to_grid`) or ``(B, h, w)`` / ``(B, 1, h, w)`` already
+            on the grid.
         alpha: Weight of the push term (paper: 0.003).
-        reduce: How an image-resolution mask is reduced to the grid, "max" or "mean".
+        rule: How an image-resolution mask is reduced to the grid: "any" (a cell is anomalous
+            when any pixel is) or "fraction" (soft labels, the anomalous share of each cell).
 
     Returns:
         Scalar loss. For an image with no anomalous position the push term is 0, so its loss
         is the mean of ``phi``.
     """
     p = phi(f, f_hat)  # (B, h, w)
-    y = mask_to_grid(mask.to(p.device), tuple(p.shape[-2:]), reduce)  # (B, h, w)
+    y = mask_to_grid(mask.to(p.device), tuple(p.shape[-2:]), rule)  # (B, h, w)
     if y.shape[0] != p.shape[0]:
         raise ValueError(f"mask batch {y.shape[0]} does not match feature batch {p.shape[0]}")
     pull = ((1.0 - y) * p).mean(dim=(1, 2))  # (B,)

@@ -8,11 +8,11 @@ from torch import nn
 from adtr_core.embedding import (
     collect_positions,
     difference_vectors,
-    grid_masks,
     group_agreement,
     neighbour_agreement,
     tsne_embedding,
 )
+from adtr_core.masks import mask_to_grid
 
 
 def _clusters(n: int = 40, dim: int = 16, gap: float = 8.0, seed: int = 0):
@@ -71,7 +71,7 @@ def test_difference_vectors_and_positions_follow_masks():
     torch.testing.assert_close(diffs, feats)
     masks = torch.zeros(3, 1, 16, 16)
     masks[2, :, :8, :8] = 1.0
-    assert grid_masks(masks, (4, 4))[2].sum() == 4
+    assert mask_to_grid(masks, (4, 4), "fraction", threshold=0.5)[2].sum() == 4
     pos = collect_positions(diffs, [0, 0, 1], masks, max_per_group=100)
     assert pos.counts() == {"normal": 32, "anomalous": 4}
     anom = pos.groups == "anomalous"

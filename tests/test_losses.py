@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from adtr_core.losses import l_img, l_norm, l_px, mask_to_grid, phi
+from adtr_core.losses import l_img, l_norm, l_px, phi
+from adtr_core.masks import mask_to_grid
 
 # Channel-mean absolute differences m with round pseudo-Huber values sqrt(m^2 + 1) - 1:
 M_PHI1 = math.sqrt(3.0)  # phi = sqrt(4) - 1 = 1
@@ -72,17 +73,6 @@ def test_l_px_batch_mean():
     two = l_px(f2, f_hat2, masks[1:])
     assert both.item() == pytest.approx((one.item() + two.item()) / 2)
     assert two.item() == pytest.approx(1.0)
-
-
-def test_mask_to_grid_max_and_mean():
-    mask = torch.zeros(1, 1, 32, 32)
-    mask[0, 0, 3, 20] = 1.0  # one pixel in cell (0, 1) of a 2x2 grid of 16x16 cells
-    y = mask_to_grid(mask, (2, 2))
-    torch.testing.assert_close(y, torch.tensor([[[0.0, 1.0], [0.0, 0.0]]]))
-    y_soft = mask_to_grid(mask, (2, 2), reduce="mean")
-    assert y_soft[0, 0, 1].item() == pytest.approx(1 / 256)
-    with pytest.raises(ValueError, match="one channel"):
-        mask_to_grid(torch.zeros(1, 3, 32, 32), (2, 2))
 
 
 def test_l_px_sgd_step_pushes_masked_and_pulls_normal():

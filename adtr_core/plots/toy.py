@@ -20,15 +20,9 @@ import torch
 from matplotlib.colors import TwoSlopeNorm
 from torch import nn
 
-from adtr_core.toy import (
-    ATTENTION_KINDS,
-    MODEL_KINDS,
-    MODEL_LABELS,
-    ToyData,
-    attention_map,
-    identity_distance,
-    token_errors,
-)
+from adtr_core.toy.data import ToyData
+from adtr_core.toy.measures import attention_map, identity_distance, token_errors
+from adtr_core.toy.models import ATTENTION_KINDS, MODEL_KINDS, MODEL_LABELS
 
 KIND_COLORS = {
     "fc": "#1f77b4",
@@ -120,7 +114,7 @@ def plot_curves(
     """Measurements over training: ``||w - I||``, attention diagonal mass, errors, AUROC.
 
     Args:
-        curves: long-format curves of :func:`adtr_core.toy.run_toy_grid` (several data sets may
+        curves: long-format curves of :func:`adtr_core.toy.runs.run_toy_grid` (several data sets may
             be concatenated; each value of ``row`` gets a row of panels).
         x: "epoch" or "step".
         row: column whose values give the rows.
@@ -338,7 +332,7 @@ def plot_sweep(
     """Final measurements against a swept setting, mean ± std over seeds.
 
     Args:
-        final: output of :func:`adtr_core.toy.sweep_toy`.
+        final: output of :func:`adtr_core.toy.runs.sweep_toy`.
         x: the swept setting on the x axis.
         metrics: one panel row per metric.
         hue: lines (default: one per model kind).
