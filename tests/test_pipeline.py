@@ -236,6 +236,18 @@ def test_git_state_and_provenance_shape():
     assert machine["cpu_count"] >= 1 and "gpu" in machine
 
 
+def test_only_the_command_line_imports_the_run_module():
+    """The package's lower modules (notebooks, provenance, manifest...) never import ``run``."""
+    import ast
+
+    importers = set()
+    for module in Path(pipeline.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "adtr_core.pipeline.run":
+                importers.add(module.stem)
+    assert importers == {"__init__", "cli"}
+
+
 # --------------------------------------------------------------------------- real runs
 
 
