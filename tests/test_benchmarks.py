@@ -91,6 +91,20 @@ def test_figures_wall_reads_the_manifest(tmp_path):
     wall = report.figures_wall(tmp_path)
     assert wall["measured"] and wall["total_s"] == 15.5
     assert set(wall["per_notebook_s"]) == {"01_a", "02_b"}
+    assert not wall["whole_run"]
+
+    # A whole pipeline run (two notebooks at once) is timed as one: its own wall time.
+    from adtr_core import paths
+    from adtr_core.pipeline import discover_notebooks
+
+    every = [nb.stem for nb in discover_notebooks(paths.notebooks_dir())]
+    run = {"profile": "quick", "status": "ok", "jobs": 2, "notebooks": every, "wall_s": 12.0}
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({**manifest, "run": run}))
+    wall = report.figures_wall(tmp_path)
+    assert wall["whole_run"] and wall["total_s"] == 12.0 and wall["jobs"] == 2
+    for partial in ({**run, "notebooks": every[:1]}, {**run, "status": "failed"}):
+        (tmp_path / "MANIFEST.json").write_text(json.dumps({**manifest, "run": partial}))
+        assert report.figures_wall(tmp_path)["total_s"] == 15.5  # not a whole run: the sum
 
 
 def test_thread_benchmark_worker_trains_in_a_fresh_process(tmp_path):

@@ -377,6 +377,10 @@ def test_two_jobs_run_side_by_side_and_a_notebook_waits_for_the_runs_it_loads(
     assert {str(int(t.omp)) for t in times.values()} == {share}
     manifest = read_manifest(figures)
     assert {manifest["notebooks"][s]["jobs"] for s in stems} == {2}
+    run = manifest["run"]  # the whole run, timed once: less than the notebooks' sum
+    assert run["status"] == "ok" and run["jobs"] == 2 and run["notebooks"] == stems
+    assert run["wall_s"] < sum(manifest["notebooks"][s]["wall_s"] for s in stems)
+    assert "Last pipeline run" in (figures / "MANIFEST.md").read_text()
     assert set(manifest["files"]) == {f"{s}_times.{ext}" for s in stems for ext in ("csv", "md")}
 
 

@@ -82,6 +82,19 @@ def _update_manifest(figures_dir: Path, run: NotebookRun) -> dict[str, Any]:
     return manifest
 
 
+def record_pipeline_run(figures_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Record the last whole pipeline run (profile, jobs, notebooks, wall time) as ``"run"``.
+
+    With several jobs the notebooks' wall times overlap; this is the time the run took.
+    """
+    with _LOCK:
+        manifest = read_manifest(figures_dir)
+        manifest["run"] = record
+        write_json(figures_dir / MANIFEST_JSON, manifest)
+        write_text(figures_dir / MANIFEST_MD, render_manifest(manifest))
+        return manifest
+
+
 def _short(value: Any, limit: int = 120) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -96,6 +109,14 @@ def render_manifest(manifest: dict[str, Any]) -> str:
         "The same information, machine-readable: `MANIFEST.json`.",
         "",
     ]
+    run = manifest.get("run")
+    if run:
+        lines += [
+            f"Last pipeline run: profile `{run.get('profile')}`, {len(run.get('notebooks', []))} "
+            f"notebook(s), {run.get('jobs')} at once, status **{run.get('status')}**, "
+            f"{run.get('wall_s', 0):.1f} s from {run.get('started')} to {run.get('finished')}.",
+            "",
+        ]
     by_notebook: dict[str, list[str]] = {}
     for name, rec in manifest["files"].items():
         by_notebook.setdefault(rec["notebook"], []).append(name)

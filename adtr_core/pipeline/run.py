@@ -14,7 +14,7 @@ from typing import Any
 from adtr_core import paths
 from adtr_core.pipeline.environment import environment, kernel_variables, quiet_papermill
 from adtr_core.pipeline.lab import strip_local_paths, write_lab_notebook
-from adtr_core.pipeline.manifest import MANIFEST_JSON, update_manifest
+from adtr_core.pipeline.manifest import MANIFEST_JSON, record_pipeline_run, update_manifest
 from adtr_core.pipeline.notebooks import (
     declared_parameters,
     discover_notebooks,
@@ -297,14 +297,28 @@ def run_pipeline(
         env["RAY_ADDRESS"] = _ray_cluster()
     runs: list[NotebookRun] = []
     total = time.perf_counter()
+    started = dt.datetime.now(dt.UTC)
+    status = "failed"
     try:
         with environment(env), quiet_papermill():
             _run_all(notebooks, jobs, runs, profile, figures, executor, kernel_name, provenance)
+        status = "ok"
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+        record = {
+            "profile": profile,
+            "jobs": jobs,
+            "notebooks": [p.stem for p in notebooks],
+            "status": status,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "wall_s": round(time.perf_counter() - total, 2),
+        }
+        if figures.is_dir():
+            record_pipeline_run(figures, record)
     print(
         f"done: {len(runs)} notebook(s) in {time.perf_counter() - total:.1f} s; "
         f"manifest: {_display_path(figures / MANIFEST_JSON)}"
