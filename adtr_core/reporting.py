@@ -117,7 +117,7 @@ def table_configs(
     """The configs of a table over categories that may come from several data sources.
 
     ``data="auto"`` covers the embedded real bottle category and the demo textures (or
-    MVTec AD alone when ``MVTEC_ROOT`` is set: :func:`experiment.resolve_data_sources`).
+    MVTec AD alone when ``MVTEC_ROOT`` is set: :func:`adtr_core.data.sources.resolve_data_sources`).
 
     Args:
         data: ``"auto"`` or one data source.
@@ -366,7 +366,7 @@ def per_category_metric_table(
 
 
 def category_kinds(configs: Sequence[ExperimentConfig]) -> dict[str, str]:
-    """``{category: kind of data}`` of a list of configs (see :func:`experiment.data_kind`)."""
+    """``{category: kind of data}`` of a list of configs (see :func:`adtr_core.data.sources.data_kind`)."""
     from adtr_core.data.sources import data_kind
 
     return {str(cfg.category): data_kind(cfg.data) for cfg in configs}
