@@ -241,50 +241,56 @@ def _speed_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _target(text: str, measured: float, bound: float, at_least: bool) -> dict[str, Any]:
+    """One target's row: ``measured`` against ``bound`` (at least it, or at most it)."""
+    ok = measured >= bound if at_least else measured <= bound
+    return {"target": text, "measured": measured, "pass": ok, "by": measured / bound}
+
+
 def _speed_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for key, e in (results.get("engines") or {}).items():
         if isinstance(e, dict) and key.endswith(" b1"):
             v = e["ratio"]["median"]
             out.append(
-                {
-                    "target": f"ONNX Runtime >= {TARGET_ORT}x eager img/s, batch 1, {key[:-3]}",
-                    "measured": v,
-                    "pass": v >= TARGET_ORT,
-                    "by": v / TARGET_ORT,
-                }
+                _target(
+                    f"ONNX Runtime >= {TARGET_ORT}x eager img/s, batch 1, {key[:-3]}",
+                    v,
+                    TARGET_ORT,
+                    at_least=True,
+                )
             )
     prec = results.get("precision") or {}
     if "training epoch" in prec:
         v = prec["training epoch"]["ratio"]["median"]
         out.append(
-            {
-                "target": f"bf16 training epoch >= {TARGET_BF16_TRAIN}x faster than fp32",
-                "measured": v,
-                "pass": v >= TARGET_BF16_TRAIN,
-                "by": v / TARGET_BF16_TRAIN,
-            }
+            _target(
+                f"bf16 training epoch >= {TARGET_BF16_TRAIN}x faster than fp32",
+                v,
+                TARGET_BF16_TRAIN,
+                at_least=True,
+            )
         )
     t = results.get("threads") or {}
     if "epochs" in t:
         v = t["rule: loaded / idle"]
         out.append(
-            {
-                "target": f"thread rule: epoch beside one process <= {TARGET_LOADED}x idle",
-                "measured": v,
-                "pass": v <= TARGET_LOADED,
-                "by": v / TARGET_LOADED,
-            }
+            _target(
+                f"thread rule: epoch beside one process <= {TARGET_LOADED}x idle",
+                v,
+                TARGET_LOADED,
+                at_least=False,
+            )
         )
         for case in ("idle", "one competing process"):
             v = t[f"rule / best fixed, {case}"]
             out.append(
-                {
-                    "target": f"thread rule <= {TARGET_RULE}x the best fixed count, {case}",
-                    "measured": v,
-                    "pass": v <= TARGET_RULE,
-                    "by": v / TARGET_RULE,
-                }
+                _target(
+                    f"thread rule <= {TARGET_RULE}x the best fixed count, {case}",
+                    v,
+                    TARGET_RULE,
+                    at_least=False,
+                )
             )
     return out
 
@@ -296,49 +302,41 @@ def targets(results: dict[str, Any], device: str) -> list[dict[str, Any]]:
         if r["batch"] == 16 and device == "cpu":
             v = r["added_over_backbone"]["median"]
             out.append(
-                {
-                    "target": f"(recon+scoring)/backbone <= {TARGET_ADDED:.2f}, b16 CPU, "
-                    f"{r['backbone']}",
-                    "measured": v,
-                    "pass": v <= TARGET_ADDED,
-                    "by": v / TARGET_ADDED,
-                }
+                _target(
+                    f"(recon+scoring)/backbone <= {TARGET_ADDED:.2f}, b16 CPU, {r['backbone']}",
+                    v,
+                    TARGET_ADDED,
+                    at_least=False,
+                )
             )
     e = results.get("epoch")
     if e:
         v = e["ratio"]["median"]
         out.append(
-            {
-                "target": f"cached epoch >= {TARGET_CACHE:.0f}x faster than recomputing",
-                "measured": v,
-                "pass": v >= TARGET_CACHE,
-                "by": v / TARGET_CACHE,
-            }
+            _target(
+                f"cached epoch >= {TARGET_CACHE:.0f}x faster than recomputing",
+                v,
+                TARGET_CACHE,
+                at_least=True,
+            )
         )
     p = results.get("peer")
     if p:
         for kind, key in (("forward", "forward_ratio"), ("training step", "train_ratio")):
             v = p[key]["median"]
             out.append(
-                {
-                    "target": f"ADTR at least as fast as the torch.nn stack ({kind})",
-                    "measured": v,
-                    "pass": v >= TARGET_PEER,
-                    "by": v / TARGET_PEER,
-                }
+                _target(
+                    f"ADTR at least as fast as the torch.nn stack ({kind})",
+                    v,
+                    TARGET_PEER,
+                    at_least=True,
+                )
             )
     out += _speed_targets(results)
     f = results.get("figures") or {}
     if f.get("measured") and f.get("complete"):
         v = f["total_s"]
-        out.append(
-            {
-                "target": "make figures (quick) within 15 min",
-                "measured": v,
-                "pass": v <= QUICK_BUDGET_S,
-                "by": v / QUICK_BUDGET_S,
-            }
-        )
+        out.append(_target("make figures (quick) within 15 min", v, QUICK_BUDGET_S, at_least=False))
     else:
         out.append({"target": "make figures (quick) within 15 min", "measured": None})
     return out
