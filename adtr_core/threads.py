@@ -202,7 +202,8 @@ def fit_threads(threads: int | str | None = None) -> Iterator[int]:
     import torch
 
     before = torch.get_num_threads()
-    fixed = None if threads is None else explicit_threads(threads)
+    rule = threads is None or str(threads).strip().lower() in _RULE  # never ADTR_THREADS
+    fixed = None if rule else explicit_threads(threads)
     n = fixed if fixed else free_threads(sample_busy_cores())
     torch.set_num_threads(n)
     try:

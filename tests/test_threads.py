@@ -76,7 +76,7 @@ def test_fitting_takes_the_rule_under_a_fixed_count_and_restores_it(monkeypatch)
     """A peer's fit (result independent of the thread count) ignores ADTR_THREADS, not ``threads``."""
     monkeypatch.setenv("ADTR_THREADS", "1")
     monkeypatch.setattr(threads, "cores", lambda: 2)
-    loads = iter([0.0, 1.0])
+    loads = iter([0.0, 1.0, 0.0])
     monkeypatch.setattr(threads, "sample_busy_cores", lambda interval_s=0.25: next(loads))
     before = torch.get_num_threads()
     try:
@@ -88,6 +88,8 @@ def test_fitting_takes_the_rule_under_a_fixed_count_and_restores_it(monkeypatch)
             assert n == 1  # a competitor holds a core
         with threads.fit_threads(2) as n:
             assert n == 2  # an explicit count wins
+        with threads.fit_threads("auto") as n:
+            assert n == 2  # "auto" is the rule, not ADTR_THREADS
     finally:
         torch.set_num_threads(before)
 
