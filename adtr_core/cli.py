@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
-        choices=["auto", "mvtec", "demo", "folder", "cifar10", "digits"],
+        choices=["auto", "mvtec", "demo", "dev", "folder", "cifar10", "digits"],
         default=None,
         help="data source (default: the profile's, auto: MVTec AD from MVTEC_ROOT, else the "
         "embedded real bottle category; demo: the synthetic-defect textures)",
