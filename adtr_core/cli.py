@@ -54,6 +54,7 @@ def train_config(args: argparse.Namespace):
         "backbone": args.backbone,
         "backbone_weights": args.backbone_weights,
         "epochs": args.epochs,
+        "steps": args.steps,
         "image_size": args.image_size,
         "device": args.device,
         "seed": args.seed,
@@ -63,7 +64,8 @@ def train_config(args: argparse.Namespace):
     if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
         values["data"] = "mvtec"  # a root without --data means the MVTec AD layout
     values.update(_folder_values(args, values))
-    given = {**({"epochs": args.epochs} if args.epochs is not None else {}), **_parse_set(args.set)}
+    flagged = {k: getattr(args, k) for k in ("epochs", "steps") if getattr(args, k) is not None}
+    given = {**flagged, **_parse_set(args.set)}
     values.update(given)
     if "epochs" in given and "steps" not in given:
         values["steps"] = None  # an epoch count given by hand replaces the profile's step budget
@@ -327,6 +329,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="auto | random | timm | PATH to a state dict (e.g. EfficientNet-B4)",
     )
     p.add_argument("--epochs", type=_literal, default=None)
+    p.add_argument(
+        "--steps",
+        type=_literal,
+        default=None,
+        help="optimiser steps, or auto: train until the validation AUROC stops improving",
+    )
     p.add_argument("--image-size", type=_literal, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
     p.add_argument("--seed", type=_literal, default=None)

@@ -910,7 +910,8 @@ def run_peer(
     """Fit a peer on ``cfg``'s training images, evaluate it on the test images, write results.
 
     The same data, image size, backbone weights and metrics as
-    :func:`adtr_core.experiment.run_experiment`; the results folder holds ``config.json``,
+    :func:`adtr_core.experiment.run_experiment` (the images ADTR holds out for validation are
+    held out here too, so both train on the same images); the results folder holds ``config.json``,
     ``history.csv`` (one row: fit and test times), ``metrics.json``, ``scores.csv`` and
     ``score_maps.npz``. ``threads``: torch threads of the fit; None: the thread rule, even
     under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`).
@@ -923,7 +924,11 @@ def run_peer(
 
     device = resolve_device(cfg.device)
     peer = build_peer(peer_config(cfg)).to(device)
-    train_images, _ = _stack_images(open_split(cfg, "train"))
+    train_ds = open_split(cfg, "train")
+    split = holdout(len(train_ds), cfg.val_fraction, cfg.seed)  # ADTR's training images
+    if split.held_out:
+        train_ds = Subset(train_ds, split.train)
+    train_images, _ = _stack_images(train_ds)
     test_ds = open_split(cfg, "test")
     test_images, items = _stack_images(test_ds)
     with fit_threads(threads):
