@@ -141,9 +141,9 @@ def test_make_kernel_registers_in_the_venv_and_on_request_in_the_home(set_up_ven
 
 
 def test_the_documented_papermill_line_is_the_one_tested():
-    """The notebooks page gives the batch command this file runs, word for word."""
-    text = (paths.repo_root() / "docs" / "notebooks.md").read_text()
-    assert PAPERMILL_LINE in text
+    """The README and the notebooks page give the batch command this file runs, word for word."""
+    for page in ("README.md", "docs/notebooks.md"):
+        assert PAPERMILL_LINE in (paths.repo_root() / page).read_text(), page
     notebook = paths.repo_root() / shlex.split(PAPERMILL_LINE)[1]
     assert nbformat.read(str(notebook), as_version=4).metadata["kernelspec"] == KERNELSPEC
     assert re.search(
