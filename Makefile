@@ -56,10 +56,11 @@ test-notebooks: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
-## The browser test: JupyterLab in headless Chromium runs notebook 02 (smoke profile). Needs Chromium
+## The browser tests: JupyterLab in headless Chromium runs notebook 02 (smoke profile), and the book
+## (make book) is built and every page visited. Needs Chromium
 ## (Debian: apt-get install chromium); skipped with that hint without it. Downloads nothing.
 test-browser: venv
-	$(VENV)/bin/pytest -q -m browser tests/test_browser.py
+	$(VENV)/bin/pytest -q -m browser tests/test_browser.py tests/test_book.py
 
 ## Register the package's Jupyter kernel "adtr" ("Python (adtr)", this venv's python) in the venv
 ## (`make setup` does it too). Works after the install by hand as well; installs nothing.
@@ -83,3 +84,8 @@ format: setup
 
 clean-cache:
 	rm -rf .cache/adtr
+
+## The reproduction as a static HTML site in build/book/: docs/ and the executed notebooks in
+## figures/executed/ (MkDocs, mkdocs-jupyter; nothing re-executed, nothing downloaded).
+book: setup
+	$(PY) -m adtr_core.pipeline.book
