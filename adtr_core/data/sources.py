@@ -85,9 +85,10 @@ def resolve_data_sources(source: str) -> list[tuple[str, str | None, str]]:
     return [first]
 
 
+# Row labels read "<category> (<kind>)": a kind holds no parentheses of its own.
 DATA_KINDS = {
-    "mvtec": "real (MVTec AD)",
-    "demo": "synthetic defects (demo texture)",
+    "mvtec": "real, MVTec AD",
+    "demo": "synthetic defects, demo texture",
     "folder": "own images",
 }
 
