@@ -36,7 +36,9 @@ PAPERMILL_LINE = ".venv/bin/papermill notebooks/02_train_category.ipynb out.ipyn
 def _isolated_env(tmp_path: Path) -> dict[str, str]:
     """Jupyter folders of the user and of the machine out of reach: only the venv's count."""
     env = dict(os.environ)
-    for key in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "VIRTUAL_ENV", "PYTHONPATH"):
+    # (and no settings of an outer `make test`: this make starts afresh)
+    for key in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "VIRTUAL_ENV", "PYTHONPATH", "MAKEFLAGS",
+                "MFLAGS", "MAKELEVEL"):  # fmt: skip
         env.pop(key, None)
     home = tmp_path / "home"
     env.update(
