@@ -197,9 +197,23 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from adtr_core.data.check import check_root, format_report
+    from adtr_core.data.check import check_folders, check_root, format_report
 
-    report = check_root(args.root, category=args.category)
+    folder_flags = (args.normal, args.anomalous, args.masks, args.test_normal)
+    if args.data == "folder" or any(f is not None for f in folder_flags):
+        if args.root is not None or args.normal is None:
+            raise ValueError(
+                "adtr data check --data folder takes --normal DIR (and --anomalous, --masks, "
+                "--test-normal DIR), not a root folder"
+            )
+        report = check_folders(args.normal, args.anomalous, args.masks, args.test_normal)
+    elif args.root is None:
+        raise ValueError(
+            "adtr data check needs a root folder (the MVTec AD layout) or --data folder "
+            "--normal DIR ... (your own folders)"
+        )
+    else:
+        report = check_root(args.root, category=args.category)
     print(format_report(report))
     return 1 if report.problems else 0
 
@@ -415,9 +429,15 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     d.add_argument("--out", required=True)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_data_demo)
-    d = data_sub.add_parser("check", help="validate a dataset root in the MVTec AD layout")
-    d.add_argument("root")
+    d = data_sub.add_parser(
+        "check", help="validate a dataset root in the MVTec AD layout, or own folders"
+    )
+    d.add_argument("root", nargs="?", default=None, help="the MVTec AD layout's root folder")
     d.add_argument("--category", default=None)
+    d.add_argument(
+        "--data", choices=["mvtec", "folder"], default=None, help="folder: check --normal etc."
+    )
+    _add_folder_arguments(d)
     d.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("figures", help="regenerate every figure and table (papermill)")

@@ -28,9 +28,11 @@ every backbone. :func:`adtr_core.experiment.run_peer` is what
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import timm
@@ -156,6 +158,21 @@ def peer_weights(name: str, weights: str) -> tuple[dict[str, torch.Tensor] | Non
     return state, wt._file_identity(path)
 
 
+@contextlib.contextmanager
+def _coreset_bar_as_ours():
+    """anomalib's coreset selection shows its bar through :func:`adtr_core.progress.progress_bar`.
+
+    Its bar is one update per selected patch (hundreds to thousands); in a log that is one
+    line each time the selection has done another 10 % or run 10 more seconds.
+    """
+    from anomalib.models.components.sampling import k_center_greedy
+
+    from adtr_core.progress import progress_bar
+
+    with mock.patch.object(k_center_greedy, "tqdm", progress_bar):
+        yield
+
+
 class Peer(nn.Module):
     """An anomalib PaDiM or PatchCore model with the package's weights and input contract.
 
@@ -240,7 +257,8 @@ class Peer(nn.Module):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(self.config.seed)
                     np.random.seed(self.config.seed)
-                    self.model.subsample_embedding(self.coreset_ratio())
+                    with _coreset_bar_as_ours():
+                        self.model.subsample_embedding(self.coreset_ratio())
             finally:
                 np.random.set_state(np_state)
         self.model.eval()

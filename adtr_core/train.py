@@ -70,7 +70,7 @@ class TrainConfig:
     shuffle: bool = True
     drop_last: bool = False
     num_workers: int = 0
-    progress: bool = True  # tqdm bar over epochs, the epoch loss in the postfix
+    progress: bool = True  # a bar over epochs (adtr_core.progress), the epoch loss in the postfix
     log_every_steps: int = 0  # print the step loss every N steps (a host sync); 0 = never
     compile: bool = False  # wrap the model in torch.compile for the training steps
     # Stop on a plateau of an eval_fn value (None: train all epochs): see :class:`Plateau`.
@@ -387,12 +387,12 @@ class Trainer:
         Raises:
             FloatingPointError: the epoch loss is not finite (training diverged).
         """
-        from tqdm.std import tqdm
+        from adtr_core.progress import progress_bar
 
         cfg = self.config
         if self.epoch >= cfg.epochs or self.stopped:
             return list(self.history)
-        bar = tqdm(
+        bar = progress_bar(
             range(self.epoch, cfg.epochs),
             initial=self.epoch,
             total=cfg.epochs,

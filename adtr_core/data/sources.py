@@ -90,10 +90,11 @@ def resolve_data_sources(source: str) -> list[tuple[str, str | None, str]]:
     return [first]
 
 
+# Row labels read "<category> (<kind>)": a kind holds no parentheses of its own.
 DATA_KINDS = {
-    "mvtec": "real (MVTec AD)",
-    "demo": "synthetic defects (demo texture)",
-    "dev": "real, moved or subsampled (development)",
+    "mvtec": "real, MVTec AD",
+    "demo": "synthetic defects, demo texture",
+    "dev": "real, moved or subsampled",
     "folder": "own images",
 }
 
@@ -104,7 +105,11 @@ def data_kind(source: str) -> str:
 
 
 def list_categories(source: str, root: str | None = None) -> list[str]:
-    """The categories (or normal classes) of a data source, in a stable order."""
+    """The categories (or normal classes) of a data source, in a stable order.
+
+    Folders of categories come in MVTec AD's official order, then the others alphabetically;
+    the first is the default category of the command line and of every notebook.
+    """
     if source == "demo":
         return list(DEMO_CATEGORIES)
     if source == "dev":
@@ -121,7 +126,7 @@ def list_categories(source: str, root: str | None = None) -> list[str]:
 
 
 def resolve_category(cfg) -> str:
-    """The category to run: the configured one, or the first of the data set."""
+    """The category to run: the configured one, or the first of :func:`list_categories`."""
     if cfg.category is not None:
         return str(cfg.category)
     if cfg.data in ONE_CLASS_SOURCES:
@@ -135,7 +140,7 @@ def resolve_category(cfg) -> str:
     root = data_root(cfg)
     if root is None and cfg.data == "mvtec":
         root = paths.default_mvtec_root()
-    found = sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir()) if root else []
+    found = list_categories(cfg.data, str(root)) if root else []  # the notebooks' order too
     if not found:
         raise ValueError(f"no category folders with a train/ folder under {root}: pass --category")
     return found[0]
