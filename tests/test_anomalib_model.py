@@ -72,7 +72,8 @@ def trained(tiny_root, tmp_path_factory):
         engine = Engine(default_root_dir=work / "results", enable_progress_bar=False)
         engine.fit(model=model, datamodule=_datamodule(tiny_root))
         results = engine.test(model=model, datamodule=_datamodule(tiny_root), verbose=False)
-    return model, engine, results[0], work
+        predictions = engine.predict(model=model, datamodule=_datamodule(tiny_root))
+    return model, engine, {**results[0], "predictions": predictions}, work
 
 
 # --------------------------------------------------------------------------- the model
@@ -136,6 +137,19 @@ def test_engine_fit_and_test_report_image_and_pixel_auroc(trained, tiny_root):
     assert (model.train_config.epochs, model.train_config.lr_milestones) == (epochs, milestones)
     assert model.trainer.current_epoch == epochs
     assert sorted(p.name for p in work.iterdir()) == ["results"]  # nothing else in the cwd
+    predicted = results["predictions"]  # Engine.predict on the test set: 8 images
+    assert sum(len(b.pred_score) for b in predicted) == 8
+    assert all(b.anomaly_map.shape[-2:] == (64, 64) for b in predicted)
+
+
+def test_saved_run_is_read_by_the_package_predict(trained, tmp_path):
+    from adtr_core.predict import predict_images
+
+    model = trained[0]
+    run = model.save_run(tmp_path / "run")
+    images = BOTTLE / "test" / "broken_large"
+    table = predict_images(run, images, tmp_path / "out", device="cpu", overlays=False)
+    assert len(table) == len(list(images.iterdir()))
 
 
 def test_output_bias_starts_at_the_mean_training_feature(trained, tiny_root):
@@ -264,10 +278,9 @@ def test_anomalib_metrics_agree_with_adtr_train_at_the_quick_profile(tmp_path, m
     from adtr_core.profiles import profile_run
 
     monkeypatch.chdir(tmp_path)
-    run = {k: v for k, v in profile_run("quick", "train").items()}
     cfg = ExperimentConfig.from_dict(
         {
-            **run,
+            **profile_run("quick", "train"),
             "data": "mvtec",
             "data_root": str(BOTTLE.parent),
             "category": "bottle",
