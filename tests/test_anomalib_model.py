@@ -109,6 +109,7 @@ def test_variants_and_overrides_by_name():
         ({"overrides": {"loss": "px"}}, "ADTR+"),
         ({"overrides": {"lr": -1}}, "lr=-1 is not valid"),
         ({"overrides": {"epoch": 3}}, "unknown experiment parameter(s) epoch"),
+        ({"overrides": {"device": "cuda"}}, "device is the Engine's choice"),
     ],
 )
 def test_bad_options_fail_with_one_line(kwargs, message):

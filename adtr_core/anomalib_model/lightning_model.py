@@ -32,9 +32,11 @@ from typing import Any
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
+from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Resize
 
@@ -66,12 +68,19 @@ def adtr_config(
             ``{"image_size": 128, "steps": 100}``.
 
     Raises:
-        ValueError: an unknown profile, variant or field, a bad value, or an ADTR+ loss.
+        ValueError: an unknown profile, variant or field, a bad value, an ADTR+ loss, or a
+            device or precision (the Engine's arguments).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    engine_fields = sorted(set(overrides or {}) & set(_ENGINE_FIELDS))
+    if engine_fields:
+        raise ValueError(
+            f"{', '.join(engine_fields)} is the Engine's choice, not the model's: pass "
+            "Engine(accelerator=..., precision=...) instead of overrides"
+        )
     values = {**(profile_run(profile, "train") or {}), **VARIANTS[variant].changes}
     values.update(overrides or {})
     cfg = ExperimentConfig.from_dict(values)
@@ -117,8 +126,8 @@ class Adtr(AnomalibModule):
         overrides: dict[str, Any] | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
-        evaluator: bool = True,
-        visualizer: bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
     ) -> None:
         config = adtr_config(profile, variant, overrides)
         if pre_processor is True:
