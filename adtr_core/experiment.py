@@ -717,8 +717,13 @@ def _gcd_every(val_every: int, eval_every: int) -> int:
 
 # --------------------------------------------------------------------------- validation
 
-SELF_CHECK_AUROC = 0.8
-"""Below this validation AUROC on synthetic anomalies a run warns that it has not learned."""
+SELF_CHECK_AUROC = 0.9
+"""Below this validation AUROC on synthetic anomalies a run warns that it has not learned.
+
+Set from the development data at the quick profile (400 steps): bottle 0.98 and bottle-small
+0.95, where ADTR detects (test image AUROC 0.99), against 0.81-0.84 on bottle-unaligned,
+where it does not (0.53-0.63).
+"""
 
 
 class SelfCheckWarning(UserWarning):
