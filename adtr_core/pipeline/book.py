@@ -35,6 +35,7 @@ from adtr_core.io import write_text
 # The docs pages in reading order (the README's "Where to go next"), with their titles.
 DOCS_PAGES = {
     "results.md": "Results",
+    "fidelity.md": "Fidelity beyond bottle",
     "data.md": "Data and your own images",
     "cli.md": "Command line",
     "notebooks.md": "Notebooks and papermill",
@@ -44,6 +45,7 @@ DOCS_PAGES = {
     "choices.md": "Choices where the paper is silent",
     "reliability.md": "Reliability rules",
     "layout.md": "Layout",
+    "anomalib.md": "Use ADTR from anomalib",
 }
 TABLES_PAGE = "tables.md"
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s#]+)(?:#[^)\s]*)?\)")
