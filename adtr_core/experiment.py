@@ -131,6 +131,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "sigma": (lambda v: v >= 0, "a number >= 0"),
 }
 
+_DEFAULT_VAL = 0.1  # ExperimentConfig.val_fraction's default, for the cross-field check
 _CHOICE_FIELDS = frozenset({"data", "model", "loss", "anomalies", "score_mode", "pos_embed"})
 
 
@@ -223,7 +224,7 @@ class ExperimentConfig:
     # synthetic anomalies made from it (confetti and pasted patches): the validation AUROC,
     # recorded every val_every epochs, the self-check at the end and the signal of steps
     # "auto". 0: train on every image, no validation.
-    val_fraction: float = 0.1
+    val_fraction: float = _DEFAULT_VAL
     val_every: int = 1  # epochs between validation AUROCs (0: only at the end)
     val_patience: int = 3  # steps "auto": evaluations without a gain before the lr drop / stop
     # --- anomaly-available case (ADTR+, Sec. 3.3) ---
@@ -292,6 +293,11 @@ class ExperimentConfig:
                 raise ValueError(f"unknown {name} {value!r}: choose {problem}")
             if problem is not None:
                 raise ValueError(f"{name}={value!r} is not valid: expected {problem}")
+        if values.get("steps") == "auto" and values.get("val_fraction", _DEFAULT_VAL) == 0:
+            raise ValueError(
+                "steps='auto' is not valid with val_fraction=0: it stops on the validation "
+                "AUROC; give a number of steps or a val_fraction > 0"
+            )
         if "epochs" in values and values["epochs"] is None and values.get("steps") is None:
             raise ValueError(
                 "epochs=None is not valid: expected an integer >= 0 unless steps is set"
@@ -690,7 +696,7 @@ def _train_and_evaluate(
         metrics.update(validation_auroc(model, val, scoring, dtype))
         metrics["num_val"] = len(split.held_out)
         metrics["steps"] = int(trainer.epoch * math.ceil(len(train_data) / cfg.batch_size))
-        warning = self_check_warning(metrics["val_auroc"], cfg)
+        warning = self_check_warning(metrics["val_auroc"])
         if warning:
             metrics["self_check"] = warning
             warnings.warn(warning, SelfCheckWarning, stacklevel=3)
@@ -721,8 +727,8 @@ SELF_CHECK_AUROC = 0.9
 """Below this validation AUROC on synthetic anomalies a run warns that it has not learned.
 
 Set from the development data at the quick profile (400 steps): bottle 0.98 and bottle-small
-0.95, where ADTR detects (test image AUROC 0.99), against 0.81-0.84 on bottle-unaligned,
-where it does not (0.53-0.63).
+0.95, where ADTR detects (test image AUROC 0.99), against 0.70-0.84 on bottle-unaligned,
+where it does not (0.45-0.63; docs/fidelity.md).
 """
 
 
@@ -768,14 +774,14 @@ def validation_auroc(
     return out
 
 
-def self_check_warning(val_auroc: float, cfg: ExperimentConfig) -> str | None:
+def self_check_warning(val_auroc: float) -> str | None:
     """One line when the validation AUROC is below :data:`SELF_CHECK_AUROC`, else None."""
     if val_auroc >= SELF_CHECK_AUROC:
         return None
     return (
         f"self-check: validation AUROC {val_auroc:.3f} < {SELF_CHECK_AUROC} on synthetic "
         f"anomalies of held-out training images: the model has not learned these images; "
-        f"try more steps (--set steps=auto), or --profile paper on a GPU"
+        f"try more steps (--steps auto), or --profile paper on a GPU"
     )
 
 

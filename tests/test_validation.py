@@ -101,10 +101,9 @@ def test_self_check_warns_for_a_model_that_outputs_its_input():
     scoring = ScoringConfig(image_size=32, pool_size=8)
     values = validation_auroc(_Identity(), val, scoring)
     assert values["val_auroc"] == pytest.approx(0.5)  # every score is 0: no ranking at all
-    cfg = ExperimentConfig(data="demo", category="brick")
-    line = self_check_warning(values["val_auroc"], cfg)
+    line = self_check_warning(values["val_auroc"])
     assert line is not None and "not learned" in line and "\n" not in line
-    assert self_check_warning(0.97, cfg) is None
+    assert self_check_warning(0.97) is None
 
 
 def test_pasted_patch_changes_the_image_where_its_mask_is():
@@ -154,6 +153,8 @@ def test_steps_auto_stops_on_the_validation_plateau():
     assert cfg.train_config("cpu", num_train=40).plateau == rule
     with pytest.raises(ValueError, match="steps"):
         ExperimentConfig(steps="forever")
+    with pytest.raises(ValueError, match="val_fraction"):
+        ExperimentConfig(steps="auto", val_fraction=0.0)
 
 
 def test_milestones_below_one_are_fractions_of_the_budget():
