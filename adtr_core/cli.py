@@ -32,6 +32,10 @@ def _parse_set(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ValueError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
+        if not raw.strip():
+            raise ValueError(
+                f"--set {pair!r} has no value: give one, or write {key.strip()}=null for none"
+            )
         try:
             values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
@@ -65,6 +69,11 @@ def train_config(args: argparse.Namespace):
     values.update(_folder_values(args, values))
     given = {**({"epochs": args.epochs} if args.epochs is not None else {}), **_parse_set(args.set)}
     values.update(given)
+    if given.get("epochs") is not None and given.get("steps") is not None:
+        raise ValueError(
+            f"epochs={given['epochs']!r} and steps={given['steps']!r} are two budgets: give "
+            "one (steps counts optimiser steps, epochs passes over the training images)"
+        )
     if "epochs" in given and "steps" not in given:
         values["steps"] = None  # an epoch count given by hand replaces the profile's step budget
     ExperimentConfig.check_values(values)  # every value, before any work
@@ -105,6 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from adtr_core.experiment import run_experiment
 
     cfg = train_config(args)
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out is empty: name a results folder, or leave --out out")
     result = run_experiment(
         cfg,
         out_dir=args.out,
@@ -422,6 +433,13 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     return parser
 
 
+INTERRUPTED = {
+    "train": "the results folder keeps its last checkpoint; run the same command to resume",
+    "sweep": "finished runs are kept; run the same command to resume the others",
+    "": "nothing half-written is left",
+}
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"adtr: warning: {' '.join(str(message).split())}\n"
 
@@ -440,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adtr: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("adtr: interrupted (a results folder keeps its last checkpoint)", file=sys.stderr)
+        print(
+            f"adtr: interrupted ({INTERRUPTED.get(args.command, INTERRUPTED[''])})", file=sys.stderr
+        )
         return 130
     finally:
         warnings.formatwarning = saved

@@ -64,6 +64,7 @@ from adtr_core.features import FeatureSet, extract_features, map_reconstructions
 from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
 from adtr_core.losses import l_img, l_norm, l_px
 from adtr_core.masks import mask_to_grid
+from adtr_core.memory import check_fits
 from adtr_core.metrics import METRIC_KEYS, compute_metrics
 from adtr_core.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
 from adtr_core.precision import autocast_dtype, check_precision, precision_name
@@ -75,6 +76,11 @@ from adtr_core.train import TrainConfig, Trainer
 MODELS = (*RECONSTRUCTORS, *PEER_MODELS)  # trained networks, then anomalib's fitted peers
 LOSSES = ("norm", "px", "img")
 SCORE_MODES = ("max_avgpool", "mean", "std", "max")
+# Upper bounds far above any sensible run (the paper: 256 px, width 256, 4 + 4 layers); the
+# memory estimate of adtr_core.memory refuses, before any work, what the machine cannot hold.
+MAX_IMAGE_SIZE = 2048
+MAX_WIDTH = 8192
+MAX_LAYERS = 64
 
 # Allowed values of the constrained fields: (test, what is expected). Types come from the
 # dataclass annotations; these are the ranges and choices on top (checked by check_values).
@@ -84,19 +90,26 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
     "anomalies": (lambda v: v in ("confetti", "cifar100"), "confetti or cifar100"),
     "score_mode": (lambda v: v in SCORE_MODES, f"one of {', '.join(SCORE_MODES)}"),
-    "image_size": (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the stride), >= 16"),
+    "image_size": (
+        lambda v: 16 <= v <= MAX_IMAGE_SIZE and v % 16 == 0,
+        f"a multiple of 16 (the stride) in [16, {MAX_IMAGE_SIZE}]",
+    ),
     "stages": (
         lambda v: len(v) > 0 and list(v) == sorted(set(v)) and all(1 <= s <= 5 for s in v),
         "a non-empty increasing list of stages from 1..5, e.g. [1, 2, 3, 4, 5]",
     ),
-    "hidden_dim": (lambda v: v >= 1, "an integer >= 1"),
-    "num_encoder_layers": (lambda v: v >= 0, "an integer >= 0"),
-    "num_decoder_layers": (lambda v: v >= 1, "an integer >= 1"),
+    "hidden_dim": (lambda v: 1 <= v <= MAX_WIDTH, f"an integer in [1, {MAX_WIDTH}]"),
+    "num_encoder_layers": (lambda v: 0 <= v <= MAX_LAYERS, f"an integer in [0, {MAX_LAYERS}]"),
+    "num_decoder_layers": (lambda v: 1 <= v <= MAX_LAYERS, f"an integer in [1, {MAX_LAYERS}]"),
     "num_heads": (lambda v: v >= 1, "an integer >= 1 that divides hidden_dim"),
-    "dim_feedforward": (lambda v: v >= 1, "an integer >= 1"),
+    "dim_feedforward": (lambda v: 1 <= v <= 4 * MAX_WIDTH, f"an integer in [1, {4 * MAX_WIDTH}]"),
     "dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "steps": (lambda v: v >= 1, "an integer >= 1 (optimiser steps), or null (count epochs)"),
-    "epochs": (lambda v: v >= 0, "an integer >= 0 (or null when steps is set)"),
+    "epochs": (lambda v: v >= 1, "an integer >= 1 (or null when steps is set)"),
+    "category": (
+        lambda v: str(v).strip() != "",
+        "a category name, or null (the first category of the data)",
+    ),
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "lr": (lambda v: v > 0, "a number > 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
@@ -149,6 +162,23 @@ def _type_error(annotation: Any, value: Any) -> str | None:
     if annotation is str:  # paths may come as Path objects from Python
         return None if isinstance(value, str | os.PathLike) else "a string"
     return None
+
+
+def _check_folders_differ(values: dict[str, Any]) -> None:
+    """Refuse one folder given as two of the normal, anomalous and normal-test folders."""
+    roles = {"data_root": "normal", "anomalous_dir": "anomalous", "test_normal_dir": "test-normal"}
+    if values.get("anomalous_dir") is None and values.get("test_normal_dir") is None:
+        return  # data_root is then a dataset root, not a folder of normal images
+    seen: dict[Path, str] = {}
+    for name, role in roles.items():
+        if isinstance(values.get(name), str | os.PathLike):
+            folder = Path(values[name]).expanduser().resolve()
+            if folder in seen:
+                raise ValueError(
+                    f"{folder} is given as both the {seen[folder]} and the {role} folder: "
+                    "normal training, anomalous and normal test images need folders of their own"
+                )
+            seen[folder] = role
 
 
 @dataclass
@@ -264,8 +294,9 @@ class ExperimentConfig:
                 raise ValueError(f"{name}={value!r} is not valid: expected {problem}")
         if "epochs" in values and values["epochs"] is None and values.get("steps") is None:
             raise ValueError(
-                "epochs=None is not valid: expected an integer >= 0 unless steps is set"
+                "epochs=None is not valid: expected an integer >= 1 unless steps is set"
             )
+        _check_folders_differ(values)
         dim, heads = values.get("hidden_dim"), values.get("num_heads")
         if isinstance(dim, int) and isinstance(heads, int) and heads >= 1 and dim % heads:
             raise ValueError(
@@ -565,6 +596,7 @@ def run_experiment(
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
         return run_peer(cfg, out_dir=out_dir, progress=progress, threads=threads)
     start = time.perf_counter()
+    check_fits(cfg, device=str(resolve_device(cfg.device)))  # before any work or folder
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
@@ -591,6 +623,7 @@ def _train_and_evaluate(
     dtype = autocast_dtype(cfg.precision, device)
     backbone = build_feature_extractor(cfg).to(device)
     train_ds, test_ds = open_split(cfg, "train"), open_split(cfg, "test")
+    check_fits(cfg, len(train_ds) + len(test_ds), str(device))
     extract = dict(device=device, progress=progress, precision=cfg.precision)
     train_f = extract_features(backbone, train_ds, **extract)
     test_f = extract_features(backbone, test_ds, **extract)
@@ -784,6 +817,7 @@ def run_peer(
     under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`).
     """
     start = time.perf_counter()
+    check_fits(cfg, device=str(resolve_device(cfg.device)))
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()

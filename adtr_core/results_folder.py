@@ -125,6 +125,12 @@ def set_aside(folder: str | os.PathLike) -> Path:
     return target
 
 
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a run: its ``config.json`` or a checkpoint (a stale one too)."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() or any(folder.glob("checkpoint*.pt"))
+
+
 def claim(
     folder: str | os.PathLike,
     config: Mapping[str, Any],
@@ -133,7 +139,8 @@ def claim(
 ) -> Path | None:
     """Make sure ``folder`` (already locked) may hold a run of ``config``.
 
-    Temporary files that a killed process left mid-write are removed first.
+    Temporary files that a killed process left mid-write are removed first. A folder of
+    other files (a user's folder given as ``--out``) is refused, ``overwrite`` or not.
 
     Returns:
         Where the previous run was moved (``overwrite``), or None.
@@ -146,6 +153,11 @@ def claim(
         if leftover.is_file():
             leftover.unlink()
     holds_files = any(entry.name != LOCK_NAME for entry in folder.iterdir())
+    if holds_files and not is_run_folder(folder):
+        raise ConfigMismatchError(
+            f"{folder} holds files that are not a run (no config.json or checkpoint.pt): "
+            "choose a new or empty --out (a run never writes into a folder of other files)"
+        )
     if overwrite:
         return set_aside(folder) if holds_files else None
     stored = stored_config(folder)
