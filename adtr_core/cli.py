@@ -66,7 +66,10 @@ def train_config(args: argparse.Namespace):
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
         values["data"] = "mvtec"  # a root without --data means the MVTec AD layout
-    values.update(_folder_values(args, values))
+    folder = _folder_values(args, values)
+    if folder and args.category is None:
+        values["category"] = None  # own folders have no category: not the profile's demo one
+    values.update(folder)
     given = {**({"epochs": args.epochs} if args.epochs is not None else {}), **_parse_set(args.set)}
     values.update(given)
     if given.get("epochs") is not None and given.get("steps") is not None:
@@ -154,6 +157,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.device,
         precision=args.precision,
         threads=args.threads,
+        require_finished=args.require_finished,
     )
     _print_metrics(metrics)
     if args.json:
@@ -174,6 +178,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         engine=args.engine,
         precision=args.precision,
         threads=args.threads,
+        require_finished=args.require_finished,
     )
     print(table[["path", "score", "status"]].to_string(index=False))
     failed = int((table["status"] != OK).sum())
@@ -309,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _add_finished_argument(p)
     _add_speed_arguments(p)
     p.set_defaults(func=cmd_eval)
     return _add_other_commands(sub, parser)
@@ -369,6 +375,14 @@ def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_finished_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--require-finished",
+        action="store_true",
+        help="refuse a run whose training was interrupted (default: use it, with a warning)",
+    )
+
+
 def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("your own images in plain folders (--data folder)")
     g.add_argument("--normal", default=None, metavar="DIR", help="normal training images")
@@ -399,6 +413,7 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
         choices=["torch", "onnxruntime"],
         help="torch: eager PyTorch; onnxruntime: the run's exported graph (exported if missing)",
     )
+    _add_finished_argument(p)
     _add_speed_arguments(p)
     p.set_defaults(func=cmd_predict)
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from adtr_core import paths, results_folder
 from adtr_core.backbone import BackboneConfig, build_backbone
-from adtr_core.checkpoints import checkpoint_file, load_checkpoint
+from adtr_core.checkpoints import RUN_FIX, checkpoint_file, load_checkpoint
 from adtr_core.data import open_dataset
 from adtr_core.data.confetti import ConfettiDataset
 from adtr_core.data.sources import (
@@ -697,7 +697,7 @@ def set_aside_stale_checkpoint(path: Path, fingerprint: str) -> Path | None:
     """
     if not path.exists():
         return None
-    stored = (load_checkpoint(path).get("extra") or {}).get("train_data")
+    stored = (load_checkpoint(path, fix=RUN_FIX).get("extra") or {}).get("train_data")
     if stored is None or stored == fingerprint:
         return None
     stale = path.with_name(f"{path.stem}.stale-{stored[:12]}{path.suffix}")

@@ -136,4 +136,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``.
+
+    Raises:
+        ValueError: the file is not valid JSON (one line naming it, where, and the fix).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else err
+        raise ValueError(
+            f"{path} is damaged ({where}): restore it, or move its folder aside and run again"
+        ) from None

@@ -154,6 +154,7 @@ def predict_images(
     engine: str = "torch",
     precision: str | None = None,
     threads: int | str | None = None,
+    require_finished: bool = False,
 ) -> pd.DataFrame:
     """Score new images with a trained run: ``scores.csv`` and one overlay PNG per image.
 
@@ -166,6 +167,7 @@ def predict_images(
         engine: "torch" (eager) or "onnxruntime" (the exported graph, ``adtr_core.engines``).
         precision: "auto", "fp32" or "bf16" for the torch engine; None: the run's.
         threads: torch / ONNX Runtime threads; None: ``ADTR_THREADS`` or the thread rule.
+        require_finished: refuse a run whose training was interrupted (else it warns).
 
     Returns:
         The score table: ``path``, ``score`` (NaN when unreadable), ``status`` (``ok`` or
@@ -175,8 +177,11 @@ def predict_images(
         OutputError: ``out_dir`` cannot be used, or a write failed (e.g. a full disk); the
             overlays this call wrote are removed again, so no partial output is left.
     """
+    from adtr_core.saved_runs import check_finished
+
     log = sys.stderr if log is None else log
     check_out_dir(inputs, out_dir)
+    check_finished(checkpoint, require_finished)
     found = find_inputs(inputs, out_dir)
     created = not Path(out_dir).expanduser().exists()
     out = ensure_dir(out_dir, "output folder")

@@ -80,14 +80,14 @@ def stored_config(folder: str | os.PathLike) -> dict[str, Any] | None:
     ``config.json`` is written together with the finished results; an unfinished run's
     configuration is read from its checkpoint.
     """
-    from adtr_core.checkpoints import load_checkpoint
+    from adtr_core.checkpoints import RUN_FIX, load_checkpoint
     from adtr_core.io import read_json
 
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return read_json(folder / "config.json")
     if (folder / "checkpoint.pt").is_file():
-        extra = load_checkpoint(folder / "checkpoint.pt").get("extra") or {}
+        extra = load_checkpoint(folder / "checkpoint.pt", fix=RUN_FIX).get("extra") or {}
         return extra.get("config")
     return None
 
