@@ -120,6 +120,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
+    """Remove the temporary files of :func:`atomic_path` that a killed process left.
+
+    Args:
+        folder: where to look (not recursively).
+        older_than_s: only files not modified for this long; 0 where the caller holds the
+            folder's lock (no live writer), an hour where another process may be writing.
+
+    Returns:
+        How many files were removed.
+    """
+    import time
+
+    now, removed = time.time(), 0
+    for leftover in Path(folder).glob(".*.tmp*"):
+        try:
+            if leftover.is_file() and now - leftover.stat().st_mtime >= older_than_s:
+                leftover.unlink()
+                removed += 1
+        except OSError:
+            continue  # another process removed or renamed it meanwhile
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
     """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -195,3 +195,21 @@ def test_float_image_with_nan_is_refused_by_name(tmp_path):
     Image.fromarray(arr, mode="F").save(tmp_path / "nan.tif")
     with pytest.raises(DatasetError, match="nan.tif.*NaN"):
         read_image(tmp_path / "nan.tif", None)
+
+
+# --------------------------------------------------------------------------- debris (14)
+
+
+def test_temporaries_of_a_killed_writer_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    from adtr_core.io import remove_stale_temporaries
+
+    old, live = tmp_path / ".feat.a1.tmp.pt", tmp_path / ".feat.b2.tmp.pt"
+    for path in (old, live, tmp_path / "feat.pt"):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale_temporaries(tmp_path, older_than_s=3600) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "feat.pt"]
+    assert remove_stale_temporaries(tmp_path) == 1 and not live.exists()  # under a lock
