@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -204,7 +205,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
     from adtr_core.data.demo import build_demo
+    from adtr_core.io import ensure_dir
 
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed} is not valid: expected an integer >= 0")
+    ensure_dir(args.out, "--out folder")
     root = build_demo(args.out, seed=args.seed)
     print(f"demo data (MVTec AD layout) written to {root}")
     return 0
@@ -224,7 +229,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from adtr_core.data.sources import list_categories, resolve_data_source
     from adtr_core.sweep import grid, results_table, run_sweep
 
+    if args.executor == "ray" and args.address:
+        from adtr_core.sweep import check_reachable
+
+        check_reachable(args.address)  # in a second, before Ray's own retries
     base = train_config(args)
+    if args.out is not None:  # before the runs, not after them
+        from adtr_core.io import ensure_dir
+
+        if not args.out.strip():
+            raise ValueError("--out is empty: name the CSV file, or leave --out out")
+        ensure_dir(Path(args.out).expanduser().parent, "folder of --out")
     if args.categories:
         if args.categories == "all":
             source, root, _ = resolve_data_source(base.data)
@@ -481,12 +496,19 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = saved
 
 
+MAX_LINE = 1000  # characters of an error line; longer ones keep their start and their end
+
+
 def _one_line(err: BaseException) -> str:
     """The error's message on one line; an OSError names its file and cause."""
     if isinstance(err, OSError) and err.strerror and not isinstance(err, FileNotFoundError):
         where = f" {err.filename}" if err.filename else ""
         return f"cannot use{where}: {err.strerror.lower()}"
-    return " ".join(str(err).split())
+    line = " ".join(str(err).split())
+    if len(line) > MAX_LINE:  # a list of thousands of names: the cause and the fix stay
+        left = len(line) - MAX_LINE
+        line = f"{line[: MAX_LINE - 300]} ... ({left} characters left out) ... {line[-300:]}"
+    return line
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ from adtr_core.scoring import ScoringConfig, score
 from adtr_core.threads import ThreadRule, fit_threads
 from adtr_core.train import TrainConfig, Trainer
 
+MIN_PEER_IMAGES = 2  # PaDiM's covariance and PatchCore's memory bank need more than one
 MODELS = (*RECONSTRUCTORS, *PEER_MODELS)  # trained networks, then anomalib's fitted peers
 LOSSES = ("norm", "px", "img")
 SCORE_MODES = ("max_avgpool", "mean", "std", "max")
@@ -824,8 +825,14 @@ def run_peer(
     out.mkdir(parents=True, exist_ok=True)  # config.json comes last: it marks the run finished
 
     device = resolve_device(cfg.device)
+    train_ds = open_split(cfg, "train")
+    if len(train_ds) < MIN_PEER_IMAGES:
+        raise ValueError(
+            f"too few training images for {PEER_LABELS[cfg.model]}: {len(train_ds)}, it "
+            f"needs at least {MIN_PEER_IMAGES} (a mean and covariance per patch position)"
+        )
     peer = build_peer(peer_config(cfg)).to(device)
-    train_images, _ = _stack_images(open_split(cfg, "train"))
+    train_images, _ = _stack_images(train_ds)
     test_ds = open_split(cfg, "test")
     test_images, items = _stack_images(test_ds)
     with fit_threads(threads):

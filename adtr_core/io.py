@@ -50,6 +50,15 @@ def _is_write_failure(err: BaseException) -> bool:
     )
 
 
+def _check_parents(path: Path, what: str) -> None:
+    """Raise OutputError when the nearest existing parent of ``path`` is a file."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{what}: {parent} is a file, not a folder")
+            break
+
+
 def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create ``path`` (and its parents) and check that files can be written in it.
 
@@ -60,13 +69,7 @@ def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise OutputError(f"cannot use {path} as the {what}: it is an existing file")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(
-                    f"cannot use {path} as the {what}: {parent} is a file, not a folder"
-                )
-            break
+    _check_parents(path, f"cannot use {path} as the {what}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
@@ -100,6 +103,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     tmp_path: Path | None = None
+    _check_parents(path, f"cannot write {path}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(

@@ -213,3 +213,54 @@ def test_temporaries_of_a_killed_writer_are_removed_and_live_ones_kept(tmp_path)
     assert remove_stale_temporaries(tmp_path, older_than_s=3600) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "feat.pt"]
     assert remove_stale_temporaries(tmp_path) == 1 and not live.exists()  # under a lock
+
+
+# --------------------------------------------------------------------------- messages (15)
+
+
+def test_an_unreachable_ray_address_fails_at_once_in_one_line(tmp_path, capsys):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    argv = ["sweep", *SMOKE, "--executor", "ray", "--address", f"127.0.0.1:{port}", "--quiet"]
+    line = _one_line_error(capsys, main(argv))
+    assert f"127.0.0.1:{port}" in line and "no Ray cluster" in line
+    assert time.monotonic() - start < 5
+
+
+def test_peers_with_one_training_image_say_too_few(tmp_path, capsys):
+    normal, anomalous = tmp_path / "normal", tmp_path / "anomalous"
+    for folder, source in ((normal, "train/good/000.png"), (anomalous, "test/hole/000.png")):
+        folder.mkdir()
+        shutil.copy(demo_root() / "grass" / source, folder)
+    argv = ["--normal", str(normal), "--anomalous", str(anomalous), "--profile", "smoke"]
+    for model in ("padim", "patchcore"):
+        line = _one_line_error(capsys, main(["train", "--model", model, *argv, "--quiet"]))
+        assert "too few training images" in line and ": 1, it needs at least 2" in line
+
+
+def test_outputs_under_a_file_and_bad_seeds_name_the_flag(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    line = _one_line_error(capsys, main(["data", "demo", "--out", str(blocker / "sub")]))
+    assert "a_file is a file, not a folder" in line
+    line = _one_line_error(
+        capsys, main(["data", "demo", "--out", str(tmp_path / "d"), "--seed", "-1"])
+    )
+    assert "--seed -1" in line and not (tmp_path / "d").exists()
+    argv = ["sweep", *SMOKE, "--out", str(blocker / "table.csv"), "--quiet"]
+    line = _one_line_error(capsys, main(argv))  # refused before any run, not after all of them
+    assert "a_file" in line and "existing file" in line
+    assert "run(s)" not in capsys.readouterr().out
+
+
+def test_very_long_error_lines_keep_their_start_and_end():
+    from adtr_core.cli import MAX_LINE, _one_line
+
+    line = _one_line(ValueError("unknown thing 'x'; valid: " + "name, " * 900 + "THE FIX"))
+    assert len(line) < MAX_LINE + 60 and line.startswith("unknown thing 'x'")
+    assert line.endswith("THE FIX") and "characters left out" in line
