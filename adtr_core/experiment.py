@@ -595,7 +595,7 @@ def run_experiment(
         OutputError: ``out_dir`` cannot be created or written.
     """
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
-        return run_peer(cfg, out_dir=out_dir, progress=progress, threads=threads)
+        return run_peer(cfg, out_dir, progress, threads, overwrite=overwrite)
     start = time.perf_counter()
     check_fits(cfg, device=str(resolve_device(cfg.device)))  # before any work or folder
     category = resolve_category(cfg)
@@ -808,6 +808,7 @@ def run_peer(
     out_dir: str | Path | None = None,
     progress: bool = True,
     threads: int | str | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Fit a peer on ``cfg``'s training images, evaluate it on the test images, write results.
 
@@ -815,15 +816,31 @@ def run_peer(
     :func:`adtr_core.experiment.run_experiment`; the results folder holds ``config.json``,
     ``history.csv`` (one row: fit and test times), ``metrics.json``, ``scores.csv`` and
     ``score_maps.npz``. ``threads``: torch threads of the fit; None: the thread rule, even
-    under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`).
+    under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`). The folder is
+    claimed and locked as by :func:`run_experiment` (``overwrite`` as there).
     """
     start = time.perf_counter()
     check_fits(cfg, device=str(resolve_device(cfg.device)))
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
-    out.mkdir(parents=True, exist_ok=True)  # config.json comes last: it marks the run finished
+    created = not out.exists()
+    ensure_dir(out, "results folder")  # config.json comes last: it marks the run finished
+    try:
+        with results_folder.folder_lock(out):
+            moved = results_folder.claim(out, cfg.to_dict(), _DEFAULTS, overwrite=overwrite)
+            if moved is not None:
+                warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=2)
+            return _fit_peer(cfg, out, progress, start, threads)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
+
+def _fit_peer(
+    cfg: ExperimentConfig, out: Path, progress: bool, start: float, threads: int | str | None
+) -> RunResult:
+    category = cfg.category
     device = resolve_device(cfg.device)
     train_ds = open_split(cfg, "train")
     if len(train_ds) < MIN_PEER_IMAGES:

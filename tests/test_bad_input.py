@@ -264,3 +264,11 @@ def test_very_long_error_lines_keep_their_start_and_end():
     line = _one_line(ValueError("unknown thing 'x'; valid: " + "name, " * 900 + "THE FIX"))
     assert len(line) < MAX_LINE + 60 and line.startswith("unknown thing 'x'")
     assert line.endswith("THE FIX") and "characters left out" in line
+
+
+def test_peers_refuse_a_users_folder_too(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    line = _one_line_error(capsys, main(["train", *SMOKE, "--model", "padim", "--out", str(mine)]))
+    assert "not a run" in line and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
