@@ -21,8 +21,8 @@ import torch
 
 from adtr_core.data.base import IMAGE_EXTENSIONS, read_image, to_image_tensor
 from adtr_core.data.errors import DatasetError
-from adtr_core.io import OutputError, atomic_path, ensure_dir
-from adtr_core.results_folder import LOCK_NAME, folder_lock
+from adtr_core.io import OutputError, atomic_path, ensure_dir, remove_stale_temporaries
+from adtr_core.results_folder import folder_lock
 
 OK = "ok"
 
@@ -72,8 +72,7 @@ def check_out_dir(target: str | Path, out_dir: str | Path) -> Path:
             "with the images (and be scored next time); choose a folder outside it"
         )
     if out.is_dir() and not is_predict_output(out):
-        own = {LOCK_NAME}
-        if any(not e.name.startswith(".write-test.") and e.name not in own for e in out.iterdir()):
+        if any(not e.name.startswith(".") for e in out.iterdir()):  # hidden: lock, .DS_Store
             raise OutputError(
                 f"--out {out_dir} holds files that adtr predict did not write: choose a new "
                 "or empty folder (predict never overwrites a file it did not create)"
@@ -187,6 +186,8 @@ def predict_images(
     out = ensure_dir(out_dir, "output folder")
     try:
         with folder_lock(out):
+            for folder in (out, *(p for p in out.rglob("*") if p.is_dir())):
+                remove_stale_temporaries(folder)  # of a predict that was killed
             scorer = _scorer(checkpoint, engine, device, precision, threads)
             return _score_and_write(scorer, found, out, batch_size, overlays, log)
     finally:

@@ -9,7 +9,11 @@
   ``checkpoint.pt`` of an unfinished run) with the one given. Equal configurations
   resume or load; a different one is refused in one line naming the fields that differ,
   unless ``overwrite`` is set, which moves the old run aside to
-  ``<folder>.replaced-<time>/`` (never deletes it).
+  ``<folder>.replaced-<time>/`` (never deletes it);
+- it refuses a folder of other files (no ``config.json`` or checkpoint: a user's folder
+  given as ``--out``), with or without ``overwrite``.
+
+The same lock guards the output folders of ``adtr predict`` and ``adtr export``.
 """
 
 from __future__ import annotations
@@ -153,7 +157,8 @@ def claim(
         if leftover.is_file():
             leftover.unlink()
     holds_files = any(entry.name != LOCK_NAME for entry in folder.iterdir())
-    if holds_files and not is_run_folder(folder):
+    visible = any(not entry.name.startswith(".") for entry in folder.iterdir())
+    if visible and not is_run_folder(folder):
         raise ConfigMismatchError(
             f"{folder} holds files that are not a run (no config.json or checkpoint.pt): "
             "choose a new or empty --out (a run never writes into a folder of other files)"

@@ -402,6 +402,9 @@ def test_predict_skips_an_earlier_output_in_the_tree_and_reruns_into_its_own(
         assert _predict(trained, images, pred) == 0
         table = pd.read_csv(pred / "scores.csv")
         assert len(table) == 2 and "old_results" not in " ".join(table["path"])
+        (pred / ".scores.k1ll3d.tmp.csv").write_text("of a predict killed mid-write")
+    capsys.readouterr()
+    assert _predict(trained, images, pred) == 0 and not list(pred.glob(".*.tmp*"))
     capsys.readouterr()
 
 
