@@ -6,7 +6,7 @@ kernel's out-of-memory killer ends it (or another process) without a word.
 in one line with the estimate and the memory available, a run whose estimate exceeds it:
 
 - the images kept in memory (uint8, ``S x S x 3`` each) and their backbone features
-  (float32, ``C x (S/16)^2`` each, about ``8 x (S/16)^2`` KB);
+  (float32, ``C x (S/16)^2`` each with C up to 720, about ``3 x (S/16)^2`` KB);
 - the larger of one backbone batch (16 images; about 512 bytes per input pixel, measured
   with EfficientNet-Lite0 on the CPU) and one training batch of the reconstruction network
   (attention maps of ``K = (S/16)^2`` tokens, ``B x heads x K^2`` floats per attention
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 BACKBONE_BYTES_PER_PIXEL = 512  # measured: ~450 (256 px) and ~350 (768 px), EfficientNet-Lite0
 BACKBONE_BATCH = 16  # images per backbone call (adtr_core.features.extract_features)
-FEATURE_CHANNELS = 512  # channels of stages 1..5 of the backbones used here (an upper value)
+FEATURE_CHANNELS = 720  # stages 1..5 of EfficientNet-B4 (24+32+56+160+448); Lite0 has 512
 RESERVE_BYTES = 512 * 2**20  # the interpreter, torch and the backbone's weights
 
 
