@@ -10,11 +10,17 @@ PROFILE ?= quick
 NOTEBOOK ?=
 EXECUTOR ?= local
 JOBS ?= auto
+# The package's Jupyter kernel "adtr" (every notebook names it), registered inside the venv
+# (--sys-prefix), where the venv's jupyter and papermill look; KERNEL_SCOPE=--user registers it
+# in the home folder instead, for a Jupyter installed outside the venv.
+KERNEL_SCOPE ?= --sys-prefix
+KERNEL_ARGS := --name adtr --display-name "Python (adtr)"
+KERNEL_JSON := $(VENV)/share/jupyter/kernels/adtr/kernel.json
 # Nothing at run time may use the network: hub look-ups are answered from the local cache only.
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup figures test test-slow test-notebooks test-browser lint format bench kernel lab venv clean-cache
+.PHONY: setup figures test test-slow test-notebooks test-browser lint format bench kernel lab venv clean-cache book
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +28,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+$(KERNEL_JSON): $(VENV)/.installed
+	$(PY) -m ipykernel install --sys-prefix $(KERNEL_ARGS)
+
+setup: $(VENV)/.installed $(KERNEL_JSON)
 
 ## The main job: run every notebook with papermill (PROFILE=smoke|quick|paper, NOTEBOOK=02 for one,
 ## JOBS=1 to run them one after another; auto runs two at once on 2+ cores).
@@ -47,15 +56,16 @@ test-notebooks: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
-## The browser test: JupyterLab in headless Chromium runs notebook 02 (smoke profile). Needs Chromium
+## The browser tests: JupyterLab in headless Chromium runs notebook 02 (smoke profile), and the book
+## (make book) is built and every page visited. Needs Chromium
 ## (Debian: apt-get install chromium); skipped with that hint without it. Downloads nothing.
 test-browser: venv
-	$(VENV)/bin/pytest -q -m browser tests/test_browser.py
+	$(VENV)/bin/pytest -q -m browser tests/test_browser.py tests/test_book.py
 
-## Register the package's Jupyter kernel "adtr" ("Python (adtr)", this venv's python) for JupyterLab.
-## Works after `make setup` or the README's install by hand; installs nothing.
+## Register the package's Jupyter kernel "adtr" ("Python (adtr)", this venv's python) in the venv
+## (`make setup` does it too). Works after the install by hand as well; installs nothing.
 kernel: venv
-	$(PY) -m ipykernel install --user --name adtr --display-name "Python (adtr)"
+	$(PY) -m ipykernel install $(KERNEL_SCOPE) $(KERNEL_ARGS)
 
 ## JupyterLab at the repository root (notebooks/ and figures/executed/ both reachable), kernel registered.
 lab: kernel
@@ -74,3 +84,8 @@ format: setup
 
 clean-cache:
 	rm -rf .cache/adtr
+
+## The reproduction as a static HTML site in build/book/: docs/ and the executed notebooks in
+## figures/executed/ (MkDocs, mkdocs-jupyter; nothing re-executed, nothing downloaded).
+book: setup
+	$(PY) -m adtr_core.pipeline.book

@@ -59,6 +59,7 @@ def train_config(args: argparse.Namespace):
         "backbone": args.backbone,
         "backbone_weights": args.backbone_weights,
         "epochs": args.epochs,
+        "steps": args.steps,
         "image_size": args.image_size,
         "device": args.device,
         "seed": args.seed,
@@ -71,7 +72,8 @@ def train_config(args: argparse.Namespace):
     if folder and args.category is None:
         values["category"] = None  # own folders have no category: not the profile's demo one
     values.update(folder)
-    given = {**({"epochs": args.epochs} if args.epochs is not None else {}), **_parse_set(args.set)}
+    flagged = {k: getattr(args, k) for k in ("epochs", "steps") if getattr(args, k) is not None}
+    given = {**flagged, **_parse_set(args.set)}
     values.update(given)
     if given.get("epochs") is not None and given.get("steps") is not None:
         raise ValueError(
@@ -216,9 +218,23 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from adtr_core.data.check import check_root, format_report
+    from adtr_core.data.check import check_folders, check_root, format_report
 
-    report = check_root(args.root, category=args.category)
+    folder_flags = (args.normal, args.anomalous, args.masks, args.test_normal)
+    if args.data == "folder" or any(f is not None for f in folder_flags):
+        if args.root is not None or args.normal is None:
+            raise ValueError(
+                "adtr data check --data folder takes --normal DIR (and --anomalous, --masks, "
+                "--test-normal DIR), not a root folder"
+            )
+        report = check_folders(args.normal, args.anomalous, args.masks, args.test_normal)
+    elif args.root is None:
+        raise ValueError(
+            "adtr data check needs a root folder (the MVTec AD layout) or --data folder "
+            "--normal DIR ... (your own folders)"
+        )
+    else:
+        report = check_root(args.root, category=args.category)
     print(format_report(report))
     return 1 if report.problems else 0
 
@@ -338,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
-        choices=["auto", "mvtec", "demo", "folder", "cifar10", "digits"],
+        choices=["auto", "mvtec", "demo", "dev", "folder", "cifar10", "digits"],
         default=None,
         help="data source (default: the profile's, auto: MVTec AD from MVTEC_ROOT, else the "
         "embedded real bottle category; demo: the synthetic-defect textures)",
@@ -359,6 +375,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="auto | random | timm | PATH to a state dict (e.g. EfficientNet-B4)",
     )
     p.add_argument("--epochs", type=_literal, default=None)
+    p.add_argument(
+        "--steps",
+        type=_literal,
+        default=None,
+        help="optimiser steps, or auto: train until the validation AUROC stops improving",
+    )
     p.add_argument("--image-size", type=_literal, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
     p.add_argument("--seed", type=_literal, default=None)
@@ -448,9 +470,15 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     d.add_argument("--out", required=True)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_data_demo)
-    d = data_sub.add_parser("check", help="validate a dataset root in the MVTec AD layout")
-    d.add_argument("root")
+    d = data_sub.add_parser(
+        "check", help="validate a dataset root in the MVTec AD layout, or own folders"
+    )
+    d.add_argument("root", nargs="?", default=None, help="the MVTec AD layout's root folder")
     d.add_argument("--category", default=None)
+    d.add_argument(
+        "--data", choices=["mvtec", "folder"], default=None, help="folder: check --normal etc."
+    )
+    _add_folder_arguments(d)
     d.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("figures", help="regenerate every figure and table (papermill)")

@@ -199,7 +199,7 @@ def _run_backbone(
     When ``hasher`` is given, the bytes of the images are fed to it as they pass; ``dtype``
     is the autocast dtype (None: float32).
     """
-    from tqdm.std import tqdm
+    from adtr_core.progress import progress_bar
 
     # channels_last speeds convolutions up on CUDA and on CPU alike (benchmarks: 1.44x on CPU).
     channels_last = getattr(backbone, "supports_channels_last", True)
@@ -208,7 +208,7 @@ def _run_backbone(
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
     out = []
-    bar = tqdm(batches, total=total, desc="features", unit="batch", disable=not progress)
+    bar = progress_bar(batches, total=total, desc="features", unit="batch", disable=not progress)
     for images in bar:
         if hasher is not None:
             _hash_images(hasher, images)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NO_ATTENTION_MEMORY = ("add", "none")
+POSITION_EMBEDDINGS = ("sine", "learned")
 
 
 @dataclass
@@ -58,6 +59,9 @@ class ADTRConfig:
     use_query: bool = True  # False: Table 4 "transformer without query embedding"
     no_attention_memory: str = "add"  # use_attention=False only: "add" | "none" (see module doc)
     pos_temperature: float = 10000.0  # of the sine position embedding (DETR)
+    # "sine": DETR's fixed embedding; "learned": a learned row and column embedding (DETR's
+    # and UniAD's other choice). The paper does not say which (see the module doc).
+    pos_embed: str = "sine"
 
     def __post_init__(self) -> None:
         self.grid = (int(self.grid[0]), int(self.grid[1]))
@@ -73,6 +77,10 @@ class ADTRConfig:
             raise ValueError(
                 f"no_attention_memory must be one of {NO_ATTENTION_MEMORY}, "
                 f"got {self.no_attention_memory!r}"
+            )
+        if self.pos_embed not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f"pos_embed must be one of {POSITION_EMBEDDINGS}, got {self.pos_embed!r}"
             )
         if min(self.grid) < 1 or self.in_channels < 1:
             raise ValueError(f"bad grid {self.grid} or in_channels {self.in_channels}")
@@ -283,8 +291,22 @@ class ADTR(nn.Module):
         # learnable query embedding q (K, D), N(0, 1) init as nn.Embedding / DETR's query_embed
         self.query_embed = nn.Embedding(cfg.num_tokens, d) if cfg.use_query else None
         self.output_proj = nn.Linear(d, cfg.in_channels)
-        pos = sine_position_embedding(cfg.grid, d, cfg.pos_temperature)  # (K, D)
-        self.register_buffer("pos_embed", pos, persistent=False)
+        if cfg.pos_embed == "learned":
+            # half the channels encode the row, half the column; uniform init as in DETR
+            self.row_embed = nn.Parameter(torch.rand(cfg.grid[0], d // 2))  # (h, D/2)
+            self.col_embed = nn.Parameter(torch.rand(cfg.grid[1], d // 2))  # (w, D/2)
+        else:
+            pos = sine_position_embedding(cfg.grid, d, cfg.pos_temperature)  # (K, D)
+            self.register_buffer("pos_embed", pos, persistent=False)
+
+    def position_embedding(self) -> torch.Tensor:
+        """The position embedding added to queries and keys, (K, D), row-major over the grid."""
+        if self.cfg.pos_embed == "sine":
+            return self.pos_embed
+        h, w = self.cfg.grid
+        rows = self.row_embed[:, None, :].expand(h, w, -1)  # (h, w, D/2)
+        cols = self.col_embed[None, :, :].expand(h, w, -1)  # (h, w, D/2)
+        return torch.cat((rows, cols), dim=2).reshape(h * w, -1)  # (K, D)
 
     def _check(self, f: torch.Tensor) -> None:
         c, (h, w) = self.cfg.in_channels, self.cfg.grid
@@ -299,7 +321,7 @@ class ADTR(nn.Module):
         b, c, h, w = f.shape
         tokens = f.flatten(2).transpose(1, 2)  # (B, K, C), K = h*w row-major
         x = self.input_proj(tokens)  # (B, K, D)
-        pos = self.pos_embed.unsqueeze(0).to(x.dtype)  # (1, K, D)
+        pos = self.position_embedding().unsqueeze(0).to(x.dtype)  # (1, K, D)
         for i, layer in enumerate(self.encoder):
             x = layer(x, pos, maps, f"encoder.{i}")  # (B, K, D)
         memory = x  # (B, K, D)

@@ -55,11 +55,28 @@ def _metadata(suffix: str) -> dict:
 def save_table(
     df: pd.DataFrame, name: str, out_dir: str | Path | None = None, floatfmt: str = ".4f"
 ) -> list[Path]:
-    """Save a table as ``<name>.csv`` and ``<name>.md`` (a Markdown table for the README)."""
+    """Save a table as ``<name>.csv`` and ``<name>.md`` (a Markdown table for the docs).
+
+    An absent value (NaN) stays NaN in the CSV and reads "–" in the Markdown table, with a
+    footnote under the table saying so.
+    """
     out = _out_dir(out_dir)
     csv_path, md_path = out / f"{name}.csv", out / f"{name}.md"
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=True)
     with atomic_path(md_path) as tmp:
-        tmp.write_text(df.to_markdown(floatfmt=floatfmt) + "\n")
+        tmp.write_text(markdown_table(df, floatfmt))
     return [csv_path, md_path]
+
+
+ABSENT = "–"
+ABSENT_NOTE = f"{ABSENT}: no value (NaN in the .csv beside this table)"
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """``df`` as a Markdown table, absent values as "–" and then a footnote (if any)."""
+    absent = df.isna()
+    if not absent.to_numpy().any():
+        return df.to_markdown(floatfmt=floatfmt) + "\n"
+    shown = df.astype(object).where(~absent, None)  # tabulate writes None as missingval
+    return shown.to_markdown(floatfmt=floatfmt, missingval=ABSENT) + f"\n\n{ABSENT_NOTE}\n"

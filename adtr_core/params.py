@@ -82,6 +82,7 @@ class Spec:
         item: kind of the list items (``int``, ``float`` or ``str``).
         multiple: numbers must be multiples of this.
         nonempty: lists must have an item.
+        also: values accepted as they are, besides those of ``kind``.
         what: the expectation in words, for the error line (built from the rest when empty).
     """
 
@@ -95,6 +96,7 @@ class Spec:
     multiple: int | None = None
     nonempty: bool = False
     what: str = ""
+    also: tuple[Any, ...] = ()  # values accepted as they are besides the kind (e.g. "auto")
 
     def expected(self) -> str:
         if self.what:
@@ -130,7 +132,10 @@ _EPOCHS = Spec(int, low=1)
 _RATE = Spec(float, above=0)
 _DECAY = Spec(float, low=0)
 _MILESTONES = Spec(
-    list, item=int, low=1, what="a list of epochs or steps (integers >= 1), possibly empty"
+    list,
+    item=float,
+    above=0,
+    what="a list of epochs or steps (>= 1) or fractions of the budget (below 1), possibly empty",
 )
 _CATEGORY = Spec(str, optional=True, what="a category name, or None (the first of the data)")
 _CATEGORIES = Spec(list, item=str, optional=True, nonempty=True)
@@ -159,7 +164,14 @@ SPECS: dict[str, Spec] = {
     "num_encoder_layers": _POS,
     "num_decoder_layers": _POS,
     "num_heads": _POS,
-    "steps": Spec(int, low=1, optional=True, what="optimiser steps (an integer >= 1), or None"),
+    "steps": Spec(
+        int,
+        low=1,
+        optional=True,
+        also=("auto",),
+        what="optimiser steps (an integer >= 1), auto (until the validation AUROC stops "
+        "improving), or None",
+    ),
     "epochs": Spec(int, low=1, optional=True, what="an integer >= 1 (None: steps is the budget)"),
     "batch_size": _POS,
     "lr": _RATE,
@@ -299,6 +311,8 @@ def check_value(name: str, value: Any, spec: Spec | None = None) -> Any:
     """
     spec = spec or SPECS.get(name)
     if spec is None:
+        return value
+    if spec.also and isinstance(value, str) and value in spec.also:
         return value
     given = value
     if value is None:

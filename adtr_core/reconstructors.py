@@ -30,6 +30,7 @@ _TRANSFORMER_ONLY = {
     "use_query",
     "no_attention_memory",
     "pos_temperature",
+    "pos_embed",
 }
 
 

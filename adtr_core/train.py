@@ -70,12 +70,16 @@ class TrainConfig:
     shuffle: bool = True
     drop_last: bool = False
     num_workers: int = 0
-    progress: bool = True  # tqdm bar over epochs, the epoch loss in the postfix
+    progress: bool = True  # a bar over epochs (adtr_core.progress), the epoch loss in the postfix
     log_every_steps: int = 0  # print the step loss every N steps (a host sync); 0 = never
     compile: bool = False  # wrap the model in torch.compile for the training steps
+    # Stop on a plateau of an eval_fn value (None: train all epochs): see :class:`Plateau`.
+    plateau: Plateau | None = None
 
     def __post_init__(self) -> None:
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        if isinstance(self.plateau, Mapping):  # from a checkpoint's plain-typed config
+            self.plateau = Plateau(**self.plateau)
         if self.epochs < 0:
             raise ValueError(f"TrainConfig.epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
@@ -93,6 +97,48 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["lr_milestones"] = list(self.lr_milestones)
         return out
+
+
+@dataclass
+class Plateau:
+    """Train until ``key`` (a value of ``eval_fn``, higher is better) stops improving.
+
+    After every evaluation: a value above the best so far by more than ``min_delta`` resets
+    the count; otherwise the count grows, and at ``patience`` evaluations without improvement
+    the lr is multiplied by ``lr_gamma`` (at most ``lr_drops`` times, the count starting
+    again) and then training stops. ``epochs`` stays the upper bound. The decision is a
+    function of the history alone, so a resumed run decides as an uninterrupted one.
+    """
+
+    key: str = "val_auroc"
+    patience: int = 3
+    min_delta: float = 0.0
+    lr_drops: int = 1
+
+    def __post_init__(self) -> None:
+        if self.patience < 1 or self.lr_drops < 0 or self.min_delta < 0:
+            raise ValueError(
+                f"Plateau needs patience >= 1, lr_drops >= 0, min_delta >= 0; got {self}"
+            )
+
+    def action(self, history: Sequence[Mapping[str, Any]]) -> str:
+        """``"continue"``, ``"drop"`` (the lr) or ``"stop"``, after the last row of ``history``."""
+        best, wait, drops, act = -math.inf, 0, 0, "continue"
+        for row in history:
+            value = row.get(self.key)
+            if value is None or not math.isfinite(float(value)):
+                continue
+            act = "continue"
+            if float(value) > best + self.min_delta:
+                best, wait = float(value), 0
+                continue
+            wait += 1
+            if wait >= self.patience:
+                if drops < self.lr_drops:
+                    drops, wait, act = drops + 1, 0, "drop"
+                else:
+                    act = "stop"
+        return act
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +307,19 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------------
 
+    @property
+    def stopped(self) -> bool:
+        """Whether training ended on a plateau before ``epochs`` (see :class:`Plateau`)."""
+        return bool(self.history) and self.history[-1].get("plateau") == "stop"
+
+    @staticmethod
+    def _postfix(row: Mapping[str, Any]) -> dict[str, str]:
+        out = {"loss": f"{row['loss']:.4g}", "lr": f"{row['lr']:.2g}"}
+        for key in ("val_auroc",):
+            if key in row:
+                out["val"] = f"{row[key]:.3f}"
+        return out
+
     def _evaluate(self) -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
@@ -328,12 +387,12 @@ class Trainer:
         Raises:
             FloatingPointError: the epoch loss is not finite (training diverged).
         """
-        from tqdm.std import tqdm
+        from adtr_core.progress import progress_bar
 
         cfg = self.config
-        if self.epoch >= cfg.epochs:
+        if self.epoch >= cfg.epochs or self.stopped:
             return list(self.history)
-        bar = tqdm(
+        bar = progress_bar(
             range(self.epoch, cfg.epochs),
             initial=self.epoch,
             total=cfg.epochs,
@@ -365,12 +424,22 @@ class Trainer:
                     last or (cfg.eval_every and self.epoch % cfg.eval_every == 0)
                 ):
                     row.update(self._evaluate())
+                action = "continue"
+                if cfg.plateau is not None and cfg.plateau.key in row:
+                    action = cfg.plateau.action([*self.history, row])
+                    if action == "drop":
+                        for group in self.optimizer.param_groups:
+                            group["lr"] *= cfg.lr_gamma
+                    row["plateau"] = action
+                    last = last or action == "stop"  # checkpoint the stopped run
                 self.history.append(row)
-                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2g}")
+                bar.set_postfix(self._postfix(row))
                 if self.checkpoint_path is not None and (
                     last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)
                 ):
                     self.save()
+                if action == "stop":
+                    break
         finally:
             bar.close()
         return list(self.history)

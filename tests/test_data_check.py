@@ -74,3 +74,58 @@ def test_missing_root_and_unknown_category(tmp_path):
     _category(tmp_path, "tile")
     report = check_root(tmp_path, category="til")
     assert "'til'" in report.problems[0] and "['tile']" in report.problems[0]
+
+
+def _folders(root: Path, masks: bool = True) -> dict[str, Path]:
+    img = np.full((16, 16, 3), 100, np.uint8)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:5, 2:5] = 255
+    for i in range(3):
+        _png(root / "good" / f"{i}.png", img)
+    _png(root / "test_good" / "0.png", img)
+    _png(root / "bad" / "scratch" / "0.png", img)
+    _png(root / "bad" / "1.png", img)
+    if masks:
+        _png(root / "masks" / "scratch" / "0_mask.png", mask)
+        _png(root / "masks" / "1.png", mask)
+    return {"normal": root / "good", "anomalous": root / "bad", "test_normal": root / "test_good"}
+
+
+def test_folder_data_is_checked_as_folder_dataset_reads_it(tmp_path):
+    from adtr_core.data.check import check_folders
+
+    folders = _folders(tmp_path)
+    report = check_folders(**folders, masks=tmp_path / "masks")
+    assert report.ok, report.problems
+    cat = report.categories["folder"]
+    assert cat.n_train == 3 and cat.test_counts == {"good": 1, "anomalous": 1, "scratch": 1}
+    assert cat.mask_counts == {"anomalous": 1, "scratch": 1}
+    text = format_report(report)
+    assert f"normal folder: {folders['normal']}" in text and "OK" in text.splitlines()[-1]
+    assert "supports: image AUROC, pixel AUROC, AU-PRO" in text
+
+
+def test_folder_data_problems_are_all_reported(tmp_path):
+    from adtr_core.data.check import check_folders
+
+    folders = _folders(tmp_path, masks=False)
+    (tmp_path / "masks").mkdir()
+    report = check_folders(folders["normal"], folders["anomalous"], tmp_path / "masks")
+    assert len(report.problems) == 3, report.problems  # two masks missing, no normal test images
+    assert sum("has no mask" in p for p in report.problems) == 2
+    assert any("--test-normal" in p for p in report.problems)
+    labels_only = check_folders(**folders)
+    assert labels_only.ok and "image AUROC only" in labels_only.categories["folder"].supports
+
+
+def test_cli_data_check_takes_folder_data(tmp_path, capsys):
+    from adtr_core.cli import main
+
+    folders = _folders(tmp_path)
+    argv = ["data", "check", "--data", "folder", "--normal", str(folders["normal"])]
+    argv += ["--anomalous", str(folders["anomalous"]), "--masks", str(tmp_path / "masks")]
+    assert main([*argv, "--test-normal", str(folders["test_normal"])]) == 0
+    assert "folder: 3 train, 3 test" in capsys.readouterr().out
+    assert main(argv) == 1  # no normal test images: a problem, reported
+    assert main(["data", "check"]) == 2
+    assert "needs a root folder" in capsys.readouterr().err

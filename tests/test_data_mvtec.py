@@ -182,3 +182,16 @@ def test_mvtec_without_root_reads_the_embedded_copy(monkeypatch):
     assert MVTecDataset(None, "bottle", "test", image_size=32).root == paths.embedded_mvtec_root()
     with pytest.raises(DatasetError, match="MVTEC_ROOT"):
         MVTecDataset(None, "cable", "test", image_size=32)  # the copy holds bottle only
+
+
+def test_cli_and_notebooks_take_the_same_first_category(tmp_path):
+    """MVTec AD's official order, then the other folders alphabetically, for both."""
+    from adtr_core.cli import build_parser, train_config
+    from adtr_core.data.sources import list_categories, resolve_category
+
+    for name in ("zipper", "widget", "bottle", "carpet", "aaa"):
+        (tmp_path / name / "train").mkdir(parents=True)
+    order = list_categories("mvtec", str(tmp_path))  # what the notebooks take the first of
+    assert order == ["carpet", "bottle", "zipper", "aaa", "widget"]
+    cfg = train_config(build_parser().parse_args(["train", "--data-root", str(tmp_path)]))
+    assert resolve_category(cfg) == order[0] == "carpet"

@@ -317,3 +317,17 @@ def test_tsne_group_summary_equals_the_notebooks_former_code():
     assert list(summary.index) == ["normal", "anomalous"]
     assert summary.loc["anomalous", "positions"] == 8
     assert summary.loc["normal", "mean score"] == pytest.approx(positions.scores[:12].mean())
+
+
+def test_row_labels_of_mixed_data_have_one_pair_of_parentheses():
+    """Notebook 03's rows: "bottle (real, MVTec AD)", never "bottle (real (MVTec AD))"."""
+    from adtr_core.data.sources import data_kind
+    from adtr_core.reporting import per_category_metric_table
+
+    kinds = {"bottle": data_kind("mvtec"), "grass": data_kind("demo")}
+    methods = {"ADTR": {"bottle": {"image_auroc": 0.99}, "grass": {"image_auroc": 0.7}}}
+    labels = list(per_category_metric_table(methods, kinds=kinds).index)
+    assert (
+        "bottle (real, MVTec AD)" in labels and "mean (synthetic defects, demo texture)" in labels
+    )
+    assert all(label.count("(") <= 1 for label in labels), labels

@@ -29,6 +29,11 @@ from adtr_core.data.demo import (
     ensure_demo,
     is_demo_build,
 )
+from adtr_core.data.development import (
+    DEVELOPMENT_CATEGORIES,
+    build_development,
+    ensure_development,
+)
 from adtr_core.data.digits import DIGIT_CLASSES, load_digits_split
 from adtr_core.data.errors import DatasetError
 from adtr_core.data.folder import FolderDataset
@@ -45,6 +50,7 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DEFECT_TYPES",
     "DEMO_CATEGORIES",
+    "DEVELOPMENT_CATEGORIES",
     "DIGIT_CLASSES",
     "IMAGE_EXTENSIONS",
     "MVTEC_CATEGORIES",
@@ -64,9 +70,11 @@ __all__ = [
     "Record",
     "RestrictedUnpickler",
     "build_demo",
+    "build_development",
     "check_root",
     "confetti_noise",
     "ensure_demo",
+    "ensure_development",
     "is_demo_build",
     "format_report",
     "list_categories",
@@ -77,11 +85,12 @@ __all__ = [
     "restricted_load",
 ]
 
-SOURCES = ("mvtec", "folder", "cifar10", "cifar100", "digits", "demo")
+SOURCES = ("mvtec", "folder", "cifar10", "cifar100", "digits", "demo", "dev")
 DEFAULT_IMAGE_SIZE = {
     "mvtec": 256,
     "folder": 256,
     "demo": 256,
+    "dev": 256,
     "cifar10": 32,
     "cifar100": 32,
     "digits": 32,
@@ -131,7 +140,10 @@ def open_dataset(
             a ``root`` holding a finished build of any seed is used as it is unless
             ``seed`` or ``config`` are given;
             ``image_size`` is the size the images are read at, not built at), ``category``
-            in ``DEMO_CATEGORIES``.
+            in ``DEMO_CATEGORIES``;
+            ``"dev"``: :class:`MVTecDataset` on :func:`ensure_development` (``root`` default
+            ``development.development_root()``), the development categories
+            ``bottle-unaligned`` and ``bottle-small`` built from the embedded bottle.
         root: data root (see above).
         category: MVTec-layout category, or the normal class of a one-class protocol.
         split: ``"train"`` or ``"test"`` (or ``"outlier"``, see ``"cifar100"``).
@@ -164,6 +176,8 @@ def open_dataset(
         else:
             demo_root = ensure_demo(root, seed=seed, config=config, **demo_kw)
         return MVTecDataset(demo_root, category, split, size, **kw)  # type: ignore[arg-type]
+    if source == "dev":
+        return MVTecDataset(ensure_development(root), category, split, size, **kw)  # type: ignore[arg-type]
     if source == "folder":
         normal_dir = kw.pop("normal_dir", root)
         return FolderDataset(normal_dir, split=split, image_size=size, **kw)

@@ -6,6 +6,7 @@ category and reports every problem it finds: missing or empty ``train/good``, mi
 differs from their image's, unreadable or corrupt images, non-binary masks. A defect
 folder without its ``ground_truth/<defect>/`` folder is no problem: the category is then
 image-level (image AUROC; pixel AUROC and AU-PRO absent), which the report says.
+:func:`check_folders` does the same for own images in plain folders (``--data folder``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class CheckReport:
 
     root: Path
     categories: dict[str, CategoryReport] = field(default_factory=dict)
+    folders: dict[str, Path] = field(default_factory=dict)  # --data folder: role -> folder
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -201,9 +203,94 @@ def check_root(
     return report
 
 
+FOLDER_CATEGORY = "folder"  # the category name of --data folder (as resolve_category has it)
+
+
+def check_folders(
+    normal: str | os.PathLike,
+    anomalous: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
+    test_normal: str | os.PathLike | None = None,
+    deep: bool = False,
+) -> CheckReport:
+    """Check own images in plain folders, as ``--data folder`` (FolderDataset) reads them.
+
+    Args:
+        normal: normal training images.
+        anomalous: anomalous test images (flat, or one sub-folder per defect type).
+        masks: their masks, matched by stem (optional: without, image AUROC only).
+        test_normal: normal test images.
+        deep: decode every image fully (as in :func:`check_root`).
+
+    Returns:
+        a :class:`CheckReport` with one category, ``"folder"``.
+    """
+    from adtr_core.data.base import DatasetError
+    from adtr_core.data.folder import FolderDataset, _anomalous_images
+
+    given = {"normal": normal, "anomalous": anomalous, "masks": masks, "test normal": test_normal}
+    folders = {role: Path(p).expanduser() for role, p in given.items() if p is not None}
+    report = CheckReport(root=folders["normal"], folders=folders)
+    for role, folder in folders.items():
+        if not folder.is_dir():
+            report.problems.append(f"{role} folder {folder} does not exist or is not a folder")
+    if report.problems:
+        return report
+    cat = report.categories.setdefault(FOLDER_CATEGORY, CategoryReport(FOLDER_CATEGORY))
+    train = list_images(folders["normal"])
+    cat.n_train = len(train)
+    if not train:
+        report.problems.append(f"normal folder {folders['normal']} holds no images")
+    tests = [(p, GOOD) for p in list_images(folders["test normal"])] if test_normal else []
+    if anomalous is not None:
+        tests += _anomalous_images(folders["anomalous"])
+    for path in train:
+        size = _readable(path, report, deep)
+        if size is not None:
+            cat.image_sizes.add(size)
+    for path, defect in tests:
+        cat.test_counts[defect] = cat.test_counts.get(defect, 0) + 1
+        size = _readable(path, report, deep)
+        if size is not None:
+            cat.image_sizes.add(size)
+        if defect == GOOD:
+            continue
+        cat.mask_counts.setdefault(defect, 0)
+        if masks is None:
+            if defect not in cat.no_mask_folder:
+                cat.no_mask_folder.append(defect)
+            continue
+        try:
+            mask = FolderDataset._mask_for(folders["masks"], folders["anomalous"], path, "_mask")
+        except DatasetError as err:
+            report.problems.append(str(err).split(" Add the mask")[0])
+            continue
+        cat.mask_counts[defect] += 1
+        mask_size = _readable(mask, report, True)
+        if size is not None and mask_size is not None and mask_size != size:
+            report.problems.append(
+                f"mask {mask} is {mask_size[0]}x{mask_size[1]} but its image {path} is "
+                f"{size[0]}x{size[1]}"
+            )
+    if not any(d == GOOD for _, d in tests):
+        report.problems.append(
+            "no normal test images: pass --test-normal DIR (AUROC needs normal and anomalous "
+            "test images)"
+        )
+    if not any(d != GOOD for _, d in tests):
+        report.problems.append(
+            "no anomalous test images: pass --anomalous DIR (AUROC needs normal and anomalous "
+            "test images)"
+        )
+    return report
+
+
 def format_report(report: CheckReport) -> str:
     """A plain-text summary: one line per category and defect, then problems and warnings."""
-    lines = [f"dataset root: {report.root}"]
+    if report.folders:
+        lines = [f"{role} folder: {folder}" for role, folder in report.folders.items()]
+    else:
+        lines = [f"dataset root: {report.root}"]
     for cat in report.categories.values():
         sizes = ", ".join(f"{w}x{h}" for w, h in sorted(cat.image_sizes)) or "-"
         lines.append(f"{cat.name}: {cat.n_train} train, {cat.n_test} test; image sizes {sizes}")

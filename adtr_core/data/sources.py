@@ -21,9 +21,10 @@ from typing import Any
 from adtr_core import paths
 from adtr_core.data import open_dataset
 from adtr_core.data.demo import DEMO_CATEGORIES
+from adtr_core.data.development import DEVELOPMENT_CATEGORIES
 from adtr_core.data.mvtec import MVTEC_CATEGORIES
 
-DATA_SOURCES = ("auto", "demo", "mvtec", "folder", "cifar10", "cifar100", "digits")
+DATA_SOURCES = ("auto", "demo", "dev", "mvtec", "folder", "cifar10", "cifar100", "digits")
 ONE_CLASS_SOURCES = ("cifar10", "cifar100", "digits")
 FOLDER_FIELDS = ("anomalous_dir", "mask_dir", "test_normal_dir")
 """Fields of ``data="folder"`` (``data_root`` is the normal training images' folder)."""
@@ -33,6 +34,10 @@ EMBEDDED_NOTE = (
     "data: the embedded MVTec AD bottle category (real images; set MVTEC_ROOT for all 15)"
 )
 DEMO_NOTE = "data: the demo textures (synthetic defects on real texture photographs)"
+DEV_NOTE = (
+    "data: the development categories (the embedded bottle moved at random, and with 48 "
+    "training images)"
+)
 
 
 def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | None, str]:
@@ -49,7 +54,7 @@ def resolve_data_source(source: str, kind: str = "anomaly") -> tuple[str, str | 
     """
     if source != "auto":
         root = {"cifar10": paths.cifar_root()}.get(source)
-        note = {"demo": DEMO_NOTE}.get(source, f"data: {source}")
+        note = {"demo": DEMO_NOTE, "dev": DEV_NOTE}.get(source, f"data: {source}")
         if source == "mvtec":
             note = (
                 f"data: MVTec AD at {paths.mvtec_root()}" if paths.mvtec_root() else EMBEDDED_NOTE
@@ -85,9 +90,11 @@ def resolve_data_sources(source: str) -> list[tuple[str, str | None, str]]:
     return [first]
 
 
+# Row labels read "<category> (<kind>)": a kind holds no parentheses of its own.
 DATA_KINDS = {
-    "mvtec": "real (MVTec AD)",
-    "demo": "synthetic defects (demo texture)",
+    "mvtec": "real, MVTec AD",
+    "demo": "synthetic defects, demo texture",
+    "dev": "real, moved or subsampled",
     "folder": "own images",
 }
 
@@ -98,9 +105,15 @@ def data_kind(source: str) -> str:
 
 
 def list_categories(source: str, root: str | None = None) -> list[str]:
-    """The categories (or normal classes) of a data source, in a stable order."""
+    """The categories (or normal classes) of a data source, in a stable order.
+
+    Folders of categories come in MVTec AD's official order, then the others alphabetically;
+    the first is the default category of the command line and of every notebook.
+    """
     if source == "demo":
         return list(DEMO_CATEGORIES)
+    if source == "dev":
+        return list(DEVELOPMENT_CATEGORIES)
     if source in ONE_CLASS_SOURCES:
         return [str(c) for c in range(10)]
     if root is None and source == "mvtec":
@@ -113,19 +126,21 @@ def list_categories(source: str, root: str | None = None) -> list[str]:
 
 
 def resolve_category(cfg) -> str:
-    """The category to run: the configured one, or the first of the data set."""
+    """The category to run: the configured one, or the first of :func:`list_categories`."""
     if cfg.category is not None:
         return str(cfg.category)
     if cfg.data in ONE_CLASS_SOURCES:
         return "0"
     if cfg.data == "demo":
         return DEMO_CATEGORIES[0]
+    if cfg.data == "dev":
+        return DEVELOPMENT_CATEGORIES[0]
     if cfg.data == "folder":
         return "folder"
     root = data_root(cfg)
     if root is None and cfg.data == "mvtec":
         root = paths.default_mvtec_root()
-    found = sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir()) if root else []
+    found = list_categories(cfg.data, str(root)) if root else []  # the notebooks' order too
     if not found:
         raise ValueError(f"no category folders with a train/ folder under {root}: pass --category")
     return found[0]
@@ -154,7 +169,7 @@ def open_split(cfg, split: str):
     kw: dict[str, Any] = {}
     if cfg.data == "folder":
         kw = {name: getattr(cfg, name) for name in FOLDER_FIELDS}
-    elif cfg.data in ("mvtec", "demo") and split == "test":
+    elif cfg.data in ("mvtec", "demo", "dev") and split == "test":
         kw = {"require_masks": "folders"}
     return open_dataset(
         cfg.data,

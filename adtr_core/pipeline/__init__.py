@@ -46,7 +46,8 @@ Modules, one concept each (none imports ``run`` but ``cli``):
 - ``outcome``: :class:`NotebookRun` and :class:`NotebookError`;
 - ``environment``: the variables the kernels inherit;
 - ``run``: :func:`run_notebook`, :func:`run_pipeline` and the ``jobs`` scheduler;
-- ``cli``: the command line (``__main__`` runs it).
+- ``cli``: the command line (``__main__`` runs it);
+- ``book``: the static HTML site of ``docs/`` and the executed notebooks (``make book``).
 """
 
 from adtr_core.pipeline.cli import build_parser, main
