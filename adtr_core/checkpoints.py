@@ -90,7 +90,18 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+READ_FIX = "pass a results folder written by adtr train, or its checkpoint.pt"
+"""What a reader of a checkpoint (eval, predict, export) is told to do with one it refuses."""
+RUN_FIX = (
+    "move the file out of the results folder, or choose another --out (--overwrite moves "
+    "the folder's contents aside)"
+)
+"""What train is told about a refused checkpoint in its results folder."""
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", fix: str = READ_FIX
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`, never executing code from it.
 
     The file is read with ``torch.load(weights_only=True)``: objects other than tensors and
@@ -98,6 +109,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 
     Returns:
         dict with keys ``epoch``, ``model``, ``optimizer``, ``scheduler``, ``history``, ``extra``.
+
+    Args:
+        fix: what the error line tells the user to do (never to delete a file that may be
+            theirs): :data:`READ_FIX` for the commands that read a run, :data:`RUN_FIX`
+            for a checkpoint in train's results folder.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -114,21 +130,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(
             f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
             f"python types, which could run code when unpickled. Only load checkpoints written "
-            f"by adtr; delete the file or choose another --out"
+            f"by adtr; {fix}"
         ) from err
     except Exception as err:  # truncated zip, garbage bytes, ...
         first = (str(err).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(
             f"cannot read checkpoint {path} ({type(err).__name__}: {first}); the file is "
-            f"corrupt or not a checkpoint: delete it or choose another --out"
+            f"corrupt or not a checkpoint: {fix}"
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not an adtr training checkpoint: delete it or choose another --out"
-        )
+        raise CheckpointError(f"{path} is not an adtr training checkpoint: {fix}")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {ckpt.get('version')}, this code reads version "
-            f"{CHECKPOINT_VERSION}: delete it or choose another --out"
+            f"{CHECKPOINT_VERSION}: {fix}"
         )
     return ckpt

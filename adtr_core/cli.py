@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -32,6 +33,10 @@ def _parse_set(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ValueError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
+        if not raw.strip():
+            raise ValueError(
+                f"--set {pair!r} has no value: give one, or write {key.strip()}=null for none"
+            )
         try:
             values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
@@ -63,10 +68,18 @@ def train_config(args: argparse.Namespace):
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.data_root is not None and args.data is None and values.get("data") in ("auto", "demo"):
         values["data"] = "mvtec"  # a root without --data means the MVTec AD layout
-    values.update(_folder_values(args, values))
+    folder = _folder_values(args, values)
+    if folder and args.category is None:
+        values["category"] = None  # own folders have no category: not the profile's demo one
+    values.update(folder)
     flagged = {k: getattr(args, k) for k in ("epochs", "steps") if getattr(args, k) is not None}
     given = {**flagged, **_parse_set(args.set)}
     values.update(given)
+    if given.get("epochs") is not None and given.get("steps") is not None:
+        raise ValueError(
+            f"epochs={given['epochs']!r} and steps={given['steps']!r} are two budgets: give "
+            "one (steps counts optimiser steps, epochs passes over the training images)"
+        )
     if "epochs" in given and "steps" not in given:
         values["steps"] = None  # an epoch count given by hand replaces the profile's step budget
     ExperimentConfig.check_values(values)  # every value, before any work
@@ -107,6 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from adtr_core.experiment import run_experiment
 
     cfg = train_config(args)
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out is empty: name a results folder, or leave --out out")
     result = run_experiment(
         cfg,
         out_dir=args.out,
@@ -145,6 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.device,
         precision=args.precision,
         threads=args.threads,
+        require_finished=args.require_finished,
     )
     _print_metrics(metrics)
     if args.json:
@@ -165,6 +181,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         engine=args.engine,
         precision=args.precision,
         threads=args.threads,
+        require_finished=args.require_finished,
     )
     print(table[["path", "score", "status"]].to_string(index=False))
     failed = int((table["status"] != OK).sum())
@@ -190,7 +207,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
     from adtr_core.data.demo import build_demo
+    from adtr_core.io import ensure_dir
 
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed} is not valid: expected an integer >= 0")
+    ensure_dir(args.out, "--out folder")
     root = build_demo(args.out, seed=args.seed)
     print(f"demo data (MVTec AD layout) written to {root}")
     return 0
@@ -224,7 +245,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from adtr_core.data.sources import list_categories, resolve_data_source
     from adtr_core.sweep import grid, results_table, run_sweep
 
+    if args.executor == "ray" and args.address:
+        from adtr_core.sweep import check_reachable
+
+        check_reachable(args.address)  # in a second, before Ray's own retries
     base = train_config(args)
+    if args.out is not None:  # before the runs, not after them
+        from adtr_core.io import ensure_dir
+
+        if not args.out.strip():
+            raise ValueError("--out is empty: name the CSV file, or leave --out out")
+        ensure_dir(Path(args.out).expanduser().parent, "folder of --out")
     if args.categories:
         if args.categories == "all":
             source, root, _ = resolve_data_source(base.data)
@@ -314,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    _add_finished_argument(p)
     _add_speed_arguments(p)
     p.set_defaults(func=cmd_eval)
     return _add_other_commands(sub, parser)
@@ -380,6 +412,14 @@ def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_finished_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--require-finished",
+        action="store_true",
+        help="refuse a run whose training was interrupted (default: use it, with a warning)",
+    )
+
+
 def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("your own images in plain folders (--data folder)")
     g.add_argument("--normal", default=None, metavar="DIR", help="normal training images")
@@ -410,6 +450,7 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
         choices=["torch", "onnxruntime"],
         help="torch: eager PyTorch; onnxruntime: the run's exported graph (exported if missing)",
     )
+    _add_finished_argument(p)
     _add_speed_arguments(p)
     p.set_defaults(func=cmd_predict)
 
@@ -450,6 +491,13 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     return parser
 
 
+INTERRUPTED = {
+    "train": "the results folder keeps its last checkpoint; run the same command to resume",
+    "sweep": "finished runs are kept; run the same command to resume the others",
+    "": "nothing half-written is left",
+}
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"adtr: warning: {' '.join(str(message).split())}\n"
 
@@ -468,10 +516,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adtr: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("adtr: interrupted (a results folder keeps its last checkpoint)", file=sys.stderr)
+        print(
+            f"adtr: interrupted ({INTERRUPTED.get(args.command, INTERRUPTED[''])})", file=sys.stderr
+        )
         return 130
     finally:
         warnings.formatwarning = saved
+
+
+MAX_LINE = 1000  # characters of an error line; longer ones keep their start and their end
 
 
 def _one_line(err: BaseException) -> str:
@@ -479,7 +532,11 @@ def _one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror and not isinstance(err, FileNotFoundError):
         where = f" {err.filename}" if err.filename else ""
         return f"cannot use{where}: {err.strerror.lower()}"
-    return " ".join(str(err).split())
+    line = " ".join(str(err).split())
+    if len(line) > MAX_LINE:  # a list of thousands of names: the cause and the fix stay
+        left = len(line) - MAX_LINE
+        line = f"{line[: MAX_LINE - 300]} ... ({left} characters left out) ... {line[-300:]}"
+    return line
 
 
 if __name__ == "__main__":

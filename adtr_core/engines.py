@@ -112,4 +112,15 @@ def build_scorer(
     )
     if stale:
         export_onnx(ckpt, graph)
-    return OnnxScorer(graph, threads=threads)
+    try:
+        return OnnxScorer(graph, threads=threads)
+    except Exception:  # noqa: BLE001 - a truncated or damaged graph: export it again, once
+        export_onnx(ckpt, graph)
+    try:
+        return OnnxScorer(graph, threads=threads)
+    except Exception as err:  # noqa: BLE001 - onnxruntime's errors are many lines
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise RuntimeError(
+            f"ONNX Runtime cannot load {graph} even after exporting it again "
+            f"({type(err).__name__}: {first}); use --engine torch"
+        ) from None

@@ -48,7 +48,7 @@ from torch import nn
 
 from adtr_core import paths, results_folder
 from adtr_core.backbone import BackboneConfig, build_backbone
-from adtr_core.checkpoints import checkpoint_file, load_checkpoint
+from adtr_core.checkpoints import RUN_FIX, checkpoint_file, load_checkpoint
 from adtr_core.data import open_dataset
 from adtr_core.data.confetti import ConfettiDataset
 from adtr_core.data.sources import (
@@ -65,6 +65,7 @@ from adtr_core.features import FeatureSet, extract_features, map_reconstructions
 from adtr_core.io import atomic_path, ensure_dir, read_json, write_json
 from adtr_core.losses import l_img, l_norm, l_px
 from adtr_core.masks import mask_to_grid
+from adtr_core.memory import check_fits
 from adtr_core.metrics import METRIC_KEYS, compute_metrics
 from adtr_core.model import POSITION_EMBEDDINGS
 from adtr_core.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
@@ -74,9 +75,15 @@ from adtr_core.scoring import ScoringConfig, score
 from adtr_core.threads import ThreadRule, fit_threads
 from adtr_core.train import Plateau, TrainConfig, Trainer
 
+MIN_PEER_IMAGES = 2  # PaDiM's covariance and PatchCore's memory bank need more than one
 MODELS = (*RECONSTRUCTORS, *PEER_MODELS)  # trained networks, then anomalib's fitted peers
 LOSSES = ("norm", "px", "img")
 SCORE_MODES = ("max_avgpool", "mean", "std", "max")
+# Upper bounds far above any sensible run (the paper: 256 px, width 256, 4 + 4 layers); the
+# memory estimate of adtr_core.memory refuses, before any work, what the machine cannot hold.
+MAX_IMAGE_SIZE = 2048
+MAX_WIDTH = 8192
+MAX_LAYERS = 64
 
 # Allowed values of the constrained fields: (test, what is expected). Types come from the
 # dataclass annotations; these are the ranges and choices on top (checked by check_values).
@@ -87,16 +94,19 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "anomalies": (lambda v: v in ("confetti", "cifar100"), "confetti or cifar100"),
     "score_mode": (lambda v: v in SCORE_MODES, f"one of {', '.join(SCORE_MODES)}"),
     "pos_embed": (lambda v: v in POSITION_EMBEDDINGS, f"one of {', '.join(POSITION_EMBEDDINGS)}"),
-    "image_size": (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the stride), >= 16"),
+    "image_size": (
+        lambda v: 16 <= v <= MAX_IMAGE_SIZE and v % 16 == 0,
+        f"a multiple of 16 (the stride) in [16, {MAX_IMAGE_SIZE}]",
+    ),
     "stages": (
         lambda v: len(v) > 0 and list(v) == sorted(set(v)) and all(1 <= s <= 5 for s in v),
         "a non-empty increasing list of stages from 1..5, e.g. [1, 2, 3, 4, 5]",
     ),
-    "hidden_dim": (lambda v: v >= 1, "an integer >= 1"),
-    "num_encoder_layers": (lambda v: v >= 0, "an integer >= 0"),
-    "num_decoder_layers": (lambda v: v >= 1, "an integer >= 1"),
+    "hidden_dim": (lambda v: 1 <= v <= MAX_WIDTH, f"an integer in [1, {MAX_WIDTH}]"),
+    "num_encoder_layers": (lambda v: 0 <= v <= MAX_LAYERS, f"an integer in [0, {MAX_LAYERS}]"),
+    "num_decoder_layers": (lambda v: 1 <= v <= MAX_LAYERS, f"an integer in [1, {MAX_LAYERS}]"),
     "num_heads": (lambda v: v >= 1, "an integer >= 1 that divides hidden_dim"),
-    "dim_feedforward": (lambda v: v >= 1, "an integer >= 1"),
+    "dim_feedforward": (lambda v: 1 <= v <= 4 * MAX_WIDTH, f"an integer in [1, {4 * MAX_WIDTH}]"),
     "dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "steps": (
         lambda v: v == "auto" or (not isinstance(v, str) and v >= 1),
@@ -107,7 +117,11 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "val_fraction": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1) (0: no validation split)"),
     "val_every": (lambda v: v >= 0, "an integer >= 0 (0: only at the end)"),
     "val_patience": (lambda v: v >= 1, "an integer >= 1"),
-    "epochs": (lambda v: v >= 0, "an integer >= 0 (or null when steps is set)"),
+    "epochs": (lambda v: v >= 1, "an integer >= 1 (or null when steps is set)"),
+    "category": (
+        lambda v: str(v).strip() != "",
+        "a category name, or null (the first category of the data)",
+    ),
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "lr": (lambda v: v > 0, "a number > 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
@@ -167,6 +181,23 @@ def _type_error(annotation: Any, value: Any) -> str | None:
     if annotation is str:  # paths may come as Path objects from Python
         return None if isinstance(value, str | os.PathLike) else "a string"
     return None
+
+
+def _check_folders_differ(values: dict[str, Any]) -> None:
+    """Refuse one folder given as two of the normal, anomalous and normal-test folders."""
+    roles = {"data_root": "normal", "anomalous_dir": "anomalous", "test_normal_dir": "test-normal"}
+    if values.get("anomalous_dir") is None and values.get("test_normal_dir") is None:
+        return  # data_root is then a dataset root, not a folder of normal images
+    seen: dict[Path, str] = {}
+    for name, role in roles.items():
+        if isinstance(values.get(name), str | os.PathLike):
+            folder = Path(values[name]).expanduser().resolve()
+            if folder in seen:
+                raise ValueError(
+                    f"{folder} is given as both the {seen[folder]} and the {role} folder: "
+                    "normal training, anomalous and normal test images need folders of their own"
+                )
+            seen[folder] = role
 
 
 @dataclass
@@ -300,8 +331,9 @@ class ExperimentConfig:
             )
         if "epochs" in values and values["epochs"] is None and values.get("steps") is None:
             raise ValueError(
-                "epochs=None is not valid: expected an integer >= 0 unless steps is set"
+                "epochs=None is not valid: expected an integer >= 1 unless steps is set"
             )
+        _check_folders_differ(values)
         dim, heads = values.get("hidden_dim"), values.get("num_heads")
         if isinstance(dim, int) and isinstance(heads, int) and heads >= 1 and dim % heads:
             raise ValueError(
@@ -615,8 +647,9 @@ def run_experiment(
         OutputError: ``out_dir`` cannot be created or written.
     """
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
-        return run_peer(cfg, out_dir=out_dir, progress=progress, threads=threads)
+        return run_peer(cfg, out_dir, progress, threads, overwrite=overwrite)
     start = time.perf_counter()
+    check_fits(cfg, device=str(resolve_device(cfg.device)))  # before any work or folder
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
@@ -643,6 +676,7 @@ def _train_and_evaluate(
     dtype = autocast_dtype(cfg.precision, device)
     backbone = build_feature_extractor(cfg).to(device)
     train_ds, test_ds = open_split(cfg, "train"), open_split(cfg, "test")
+    check_fits(cfg, len(train_ds) + len(test_ds), str(device))
     extract = dict(device=device, progress=progress, precision=cfg.precision)
     split = holdout(len(train_ds), cfg.val_fraction, cfg.seed)
     all_train_f = extract_features(backbone, train_ds, **extract)
@@ -807,7 +841,7 @@ def set_aside_stale_checkpoint(path: Path, fingerprint: str) -> Path | None:
     """
     if not path.exists():
         return None
-    stored = (load_checkpoint(path).get("extra") or {}).get("train_data")
+    stored = (load_checkpoint(path, fix=RUN_FIX).get("extra") or {}).get("train_data")
     if stored is None or stored == fingerprint:
         return None
     stale = path.with_name(f"{path.stem}.stale-{stored[:12]}{path.suffix}")
@@ -917,6 +951,7 @@ def run_peer(
     out_dir: str | Path | None = None,
     progress: bool = True,
     threads: int | str | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Fit a peer on ``cfg``'s training images, evaluate it on the test images, write results.
 
@@ -925,17 +960,39 @@ def run_peer(
     held out here too, so both train on the same images); the results folder holds ``config.json``,
     ``history.csv`` (one row: fit and test times), ``metrics.json``, ``scores.csv`` and
     ``score_maps.npz``. ``threads``: torch threads of the fit; None: the thread rule, even
-    under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`).
+    under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`). The folder is
+    claimed and locked as by :func:`run_experiment` (``overwrite`` as there).
     """
     start = time.perf_counter()
+    check_fits(cfg, device=str(resolve_device(cfg.device)))
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
-    out.mkdir(parents=True, exist_ok=True)  # config.json comes last: it marks the run finished
+    created = not out.exists()
+    ensure_dir(out, "results folder")  # config.json comes last: it marks the run finished
+    try:
+        with results_folder.folder_lock(out):
+            moved = results_folder.claim(out, cfg.to_dict(), _DEFAULTS, overwrite=overwrite)
+            if moved is not None:
+                warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=2)
+            return _fit_peer(cfg, out, progress, start, threads)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
+
+def _fit_peer(
+    cfg: ExperimentConfig, out: Path, progress: bool, start: float, threads: int | str | None
+) -> RunResult:
+    category = cfg.category
     device = resolve_device(cfg.device)
-    peer = build_peer(peer_config(cfg)).to(device)
     train_ds = open_split(cfg, "train")
+    if len(train_ds) < MIN_PEER_IMAGES:
+        raise ValueError(
+            f"too few training images for {PEER_LABELS[cfg.model]}: {len(train_ds)}, it "
+            f"needs at least {MIN_PEER_IMAGES} (a mean and covariance per patch position)"
+        )
+    peer = build_peer(peer_config(cfg)).to(device)
     split = holdout(len(train_ds), cfg.val_fraction, cfg.seed)  # ADTR's training images
     if split.held_out:
         train_ds = Subset(train_ds, split.train)

@@ -16,7 +16,9 @@ runs with ONNX Runtime (``adtr_core.engines.OnnxScorer``).
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from adtr_core.io import atomic_path, write_json
+from adtr_core.io import (
+    LOW_SPACE_BYTES,
+    OutputError,
+    atomic_path,
+    ensure_dir,
+    remove_stale_temporaries,
+    write_json,
+)
+from adtr_core.results_folder import folder_lock
 from adtr_core.scoring import ScoringConfig, axis_operator, feature_distance, image_scores
 
 ONNX_FORMAT = "adtr-onnx"
@@ -87,15 +97,33 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> Path:
 
     Returns:
         The graph's path (the sidecar is ``<path>.json``).
+
+    Raises:
+        OutputError: ``out`` is empty or cannot be written (a full disk: one line).
+        FolderBusyError: another process writes to ``out``'s folder (a run training there,
+            or another export).
     """
     from adtr_core.experiment import scoring_config
     from adtr_core.saved_runs import load_run_model
 
+    if out is not None and not str(out).strip():
+        raise OutputError("--out is empty: name the graph file, or leave --out out")
     cfg, backbone, model = load_run_model(checkpoint, device="cpu")
     scoring = scoring_config(cfg)
     graph = ScoringGraph(backbone, model, scoring)
-    out = Path(out) if out is not None else onnx_path(checkpoint)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out).expanduser() if out is not None else onnx_path(checkpoint)
+    created = not out.parent.exists()
+    ensure_dir(out.parent, "folder of the graph")
+    try:
+        with folder_lock(out.parent):
+            remove_stale_temporaries(out.parent)  # of an export that was killed
+            return _write_graph(graph, cfg, backbone, scoring, out)
+    finally:
+        if created and out.parent.is_dir() and not any(out.parent.iterdir()):
+            out.parent.rmdir()
+
+
+def _write_graph(graph: ScoringGraph, cfg, backbone, scoring: ScoringConfig, out: Path) -> Path:
     example = torch.rand(2, 3, cfg.image_size, cfg.image_size)
     with atomic_path(out) as tmp:
         exporter = _export(graph, example, Path(tmp))
@@ -150,6 +178,8 @@ def _export(graph: nn.Module, example: torch.Tensor, path: Path) -> str:
             )
             program.save(str(path))
             return "dynamo"
+        except OSError:
+            raise  # a failed write (a full disk): atomic_path names the file and the cause
         except Exception as err:  # noqa: BLE001 - any failure of the newer exporter
             try:
                 torch.onnx.export(
@@ -165,9 +195,21 @@ def _export(graph: nn.Module, example: torch.Tensor, path: Path) -> str:
                     },
                     **names,
                 )
+            except OSError:
+                raise
             except Exception as err2:
-                raise RuntimeError(f"ONNX export failed: {err}; then {err2}") from err2
+                if shutil.disk_usage(path.parent).free < LOW_SPACE_BYTES:
+                    raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+                raise RuntimeError(
+                    f"ONNX export failed: {_first_line(err)}; then {_first_line(err2)}"
+                ) from err2
             return "torchscript"
+
+
+def _first_line(err: BaseException) -> str:
+    """An exporter's error in one short line (its messages can hold whole graph dumps)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {(lines or [''])[0][:200]}"
 
 
 def read_sidecar(graph: str | Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from adtr_core import paths
 from adtr_core.device import resolve_device
-from adtr_core.io import atomic_path
+from adtr_core.io import atomic_path, remove_stale_temporaries
 from adtr_core.precision import autocast, autocast_dtype
 
 CACHE_FORMAT = "adtr-features"
@@ -309,6 +309,8 @@ def extract_features(
     folder = Path(cache_dir) if cache_dir is not None else paths.feature_cache_dir()
     file = folder / f"{key}.pt"
     if cache:
+        # temporaries of a killed process (a live writer touches its file within the hour)
+        remove_stale_temporaries(folder, older_than_s=3600)
         if key in _MEMORY_CACHE:
             return finish(_MEMORY_CACHE[key])
         if file.is_file():

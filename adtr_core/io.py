@@ -50,6 +50,15 @@ def _is_write_failure(err: BaseException) -> bool:
     )
 
 
+def _check_parents(path: Path, what: str) -> None:
+    """Raise OutputError when the nearest existing parent of ``path`` is a file."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{what}: {parent} is a file, not a folder")
+            break
+
+
 def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create ``path`` (and its parents) and check that files can be written in it.
 
@@ -60,13 +69,7 @@ def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise OutputError(f"cannot use {path} as the {what}: it is an existing file")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(
-                    f"cannot use {path} as the {what}: {parent} is a file, not a folder"
-                )
-            break
+    _check_parents(path, f"cannot use {path} as the {what}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
@@ -100,6 +103,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     tmp_path: Path | None = None
+    _check_parents(path, f"cannot write {path}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
@@ -120,6 +124,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
+    """Remove the temporary files of :func:`atomic_path` that a killed process left.
+
+    Args:
+        folder: where to look (not recursively).
+        older_than_s: only files not modified for this long; 0 where the caller holds the
+            folder's lock (no live writer), an hour where another process may be writing.
+
+    Returns:
+        How many files were removed.
+    """
+    import time
+
+    now, removed = time.time(), 0
+    for leftover in Path(folder).glob(".*.tmp*"):
+        try:
+            if leftover.is_file() and now - leftover.stat().st_mtime >= older_than_s:
+                leftover.unlink()
+                removed += 1
+        except OSError:
+            continue  # another process removed or renamed it meanwhile
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
     """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -136,4 +164,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``.
+
+    Raises:
+        ValueError: the file is not valid JSON (one line naming it, where, and the fix).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else err
+        raise ValueError(
+            f"{path} is damaged ({where}): restore it, or move its folder aside and run again"
+        ) from None

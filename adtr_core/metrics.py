@@ -238,8 +238,8 @@ def compute_metrics(
 
     Returns:
         ``{"image_auroc", "pixel_auroc", "pixel_aupro"}``; pixel metrics are NaN when masks or
-        maps are missing or when the masks hold no anomalous pixel; any undefined metric is NaN
-        with a warning instead of an exception.
+        maps are missing or when the masks hold no anomalous pixel (then ``pixel_note`` says
+        so); any undefined metric is NaN with a warning instead of an exception.
     """
     out = {
         "image_auroc": image_auroc(labels, scores),
@@ -252,9 +252,10 @@ def compute_metrics(
     if not (m >= 0.5).any():
         warnings.warn(
             "compute_metrics: the masks hold no anomalous pixel; pixel_auroc and pixel_aupro "
-            "are NaN (this test set has no pixel labels)",
+            "are NaN (the test set's masks are all empty)",
             stacklevel=2,
         )
+        out["pixel_note"] = "the test set's masks are all empty (no defect pixel in any mask)"
         return out
     out["pixel_auroc"] = pixel_auroc(m, maps)
     out["pixel_aupro"] = aupro(m, maps, fpr_limit=fpr_limit)

@@ -9,7 +9,10 @@ papermill) gets another; and any parameter set explicitly overrides that one val
 The cell after the parameters cell calls :func:`resolve`, before any work: it fills the
 None parameters from the profile, checks type and range of every value and stops at the
 first bad one with one line naming the parameter, its value and what is expected
-(:class:`ParameterError`), then says where the outputs go:
+(:class:`ParameterError`, shown by IPython and papermill as that one line, not a
+traceback). A name the notebook does not declare (``-p catgory grass``) is refused with
+the valid names, and so are an epoch count and a step budget given together. Then it says
+where the outputs go:
 
 - ``out_dir`` set: there (a relative path is relative to the repository root). The
   figure pipeline (``make figures``) always sets it, to ``figures``.
@@ -38,6 +41,32 @@ FIXED = ("profile", "out_dir", "runs_dir", "executor")
 
 class ParameterError(ValueError):
     """A notebook parameter of the wrong type or out of range; the message is one line."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback (papermill reports it too): one line."""
+        return [f"ParameterError: {self}"]
+
+
+_LITERALS = (bool, int, float, str, list, dict, tuple, type(None))
+_KERNEL_NAMES = frozenset({"In", "Out"})  # IPython's own globals that hold plain values
+_CHECKED = "_adtr_parameters_checked"  # set in the namespace by the first resolve()
+
+
+def _unknown_parameters(namespace: MutableMapping[str, Any], declared: set[str]) -> list[str]:
+    """Plain values in ``namespace`` that are no declared parameter: misspelt ones.
+
+    Right after the parameters cell (and papermill's injected cell) the only plain values
+    in a notebook's globals are its parameters; a name that papermill (``-p catgory x``)
+    or a hand edit added is one the notebook would silently ignore.
+    """
+    return sorted(
+        name
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in _KERNEL_NAMES
+        and name not in declared
+        and isinstance(value, _LITERALS)
+    )
 
 
 @dataclass(frozen=True)
@@ -395,8 +424,8 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
         The resolved parameters; :meth:`NotebookParams.describe` is printed by the caller.
 
     Raises:
-        ParameterError: a parameter of the wrong type or out of range, or one the notebook
-            does not declare.
+        ParameterError: a parameter of the wrong type or out of range, one the notebook
+            does not declare (a misspelt name given to papermill), or two budgets at once.
     """
     from adtr_core.profiles import profile_params, profile_run
 
@@ -411,7 +440,23 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
             f"parameter(s) {', '.join(missing)} of profile {profile!r} are not declared in "
             f"{notebook}'s parameters cell"
         )
+    # A re-run of the cell in JupyterLab sees the variables of later cells too: only the first
+    # run in a kernel (every papermill run) checks for unknown names.
+    first_run = _CHECKED not in namespace
+    unknown = _unknown_parameters(namespace, set(defaults) | set(FIXED)) if first_run else []
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter(s) {', '.join(unknown)} for {notebook}; valid parameters: "
+            f"{', '.join(sorted(set(defaults) | set(FIXED)))}"
+        )
     given = {name: namespace[name] for name in defaults}
+    for epochs, steps in (("epochs", "steps"), ("plus_epochs", "plus_steps")):
+        if given.get(epochs) is not None and given.get(steps) is not None:
+            raise ParameterError(
+                f"parameters {epochs} = {given[epochs]!r} and {steps} = {given[steps]!r} are "
+                f"two budgets: set one ({steps} counts optimiser steps, {epochs} passes over "
+                "the training images)"
+            )
     resolved = {name: defaults[name] if v is None else v for name, v in given.items()}
     for epochs, steps in (("epochs", "steps"), ("plus_epochs", "plus_steps")):
         if given.get(epochs) is not None and given.get(steps) is None and steps in resolved:
@@ -436,4 +481,5 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
     out_dir.mkdir(parents=True, exist_ok=True)
     namespace.update(values)
     namespace["out_dir"] = str(out_dir)
+    namespace[_CHECKED] = True
     return NotebookParams(notebook, profile, values, overrides, run, out_dir, hand_run)

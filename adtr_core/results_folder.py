@@ -9,7 +9,11 @@
   ``checkpoint.pt`` of an unfinished run) with the one given. Equal configurations
   resume or load; a different one is refused in one line naming the fields that differ,
   unless ``overwrite`` is set, which moves the old run aside to
-  ``<folder>.replaced-<time>/`` (never deletes it).
+  ``<folder>.replaced-<time>/`` (never deletes it);
+- it refuses a folder of other files (no ``config.json`` or checkpoint: a user's folder
+  given as ``--out``), with or without ``overwrite``.
+
+The same lock guards the output folders of ``adtr predict`` and ``adtr export``.
 """
 
 from __future__ import annotations
@@ -80,14 +84,14 @@ def stored_config(folder: str | os.PathLike) -> dict[str, Any] | None:
     ``config.json`` is written together with the finished results; an unfinished run's
     configuration is read from its checkpoint.
     """
-    from adtr_core.checkpoints import load_checkpoint
+    from adtr_core.checkpoints import RUN_FIX, load_checkpoint
     from adtr_core.io import read_json
 
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return read_json(folder / "config.json")
     if (folder / "checkpoint.pt").is_file():
-        extra = load_checkpoint(folder / "checkpoint.pt").get("extra") or {}
+        extra = load_checkpoint(folder / "checkpoint.pt", fix=RUN_FIX).get("extra") or {}
         return extra.get("config")
     return None
 
@@ -125,6 +129,12 @@ def set_aside(folder: str | os.PathLike) -> Path:
     return target
 
 
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a run: its ``config.json`` or a checkpoint (a stale one too)."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() or any(folder.glob("checkpoint*.pt"))
+
+
 def claim(
     folder: str | os.PathLike,
     config: Mapping[str, Any],
@@ -133,7 +143,8 @@ def claim(
 ) -> Path | None:
     """Make sure ``folder`` (already locked) may hold a run of ``config``.
 
-    Temporary files that a killed process left mid-write are removed first.
+    Temporary files that a killed process left mid-write are removed first. A folder of
+    other files (a user's folder given as ``--out``) is refused, ``overwrite`` or not.
 
     Returns:
         Where the previous run was moved (``overwrite``), or None.
@@ -146,6 +157,12 @@ def claim(
         if leftover.is_file():
             leftover.unlink()
     holds_files = any(entry.name != LOCK_NAME for entry in folder.iterdir())
+    visible = any(not entry.name.startswith(".") for entry in folder.iterdir())
+    if visible and not is_run_folder(folder):
+        raise ConfigMismatchError(
+            f"{folder} holds files that are not a run (no config.json or checkpoint.pt): "
+            "choose a new or empty --out (a run never writes into a folder of other files)"
+        )
     if overwrite:
         return set_aside(folder) if holds_files else None
     stored = stored_config(folder)

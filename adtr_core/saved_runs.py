@@ -10,6 +10,7 @@ rebuilds both networks from it, and :func:`evaluate_checkpoint` scores the run's
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,40 @@ from adtr_core.experiment import (
 from adtr_core.features import extract_features
 from adtr_core.precision import autocast_dtype
 from adtr_core.threads import ThreadRule
+
+
+def unfinished_note(checkpoint: str | Path) -> str | None:
+    """Why a run's training is unfinished, or None when it finished.
+
+    A run is finished when its folder holds ``config.json``, which training writes together
+    with the final results; an interrupted run has only its last ``checkpoint.pt``.
+    """
+    ckpt_path = checkpoint_file(checkpoint)
+    if not ckpt_path.is_file() or (ckpt_path.parent / "config.json").is_file():
+        return None
+    state = load_checkpoint(ckpt_path)
+    config = (state.get("extra") or {}).get("config") or {}
+    done = int(state.get("epoch", 0))
+    of = f" of {config['epochs']}" if config.get("steps") is None and config.get("epochs") else ""
+    return (
+        f"{ckpt_path.parent} holds an unfinished run (trained {done}{of} epochs; no config.json, "
+        "which training writes when it ends): its scores are a partly trained model's; finish "
+        "it by running the same adtr train command again"
+    )
+
+
+def check_finished(checkpoint: str | Path, require: bool = False) -> None:
+    """Warn that a run is unfinished, or (``require``) refuse it.
+
+    Raises:
+        ValueError: the run is unfinished and ``require`` is set.
+    """
+    note = unfinished_note(checkpoint)
+    if note is None:
+        return
+    if require:
+        raise ValueError(f"{note} (--require-finished refuses it)")
+    warnings.warn(note, stacklevel=3)
 
 
 def load_run_model(checkpoint: str | Path, device: str = "cpu"):
@@ -56,15 +91,23 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str | None = None,
     threads: int | str | None = None,
+    require_finished: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a trained run on its test set (or on another root / category).
 
     ``precision`` ("auto", "fp32", "bf16"; None: the run's) and ``threads`` (None: the
-    thread rule) as in :func:`adtr_core.experiment.run_experiment`.
+    thread rule) as in :func:`adtr_core.experiment.run_experiment`. An unfinished run
+    warns (:func:`check_finished`), or is refused with ``require_finished``.
     """
+    check_finished(checkpoint, require_finished)
     ThreadRule(threads).apply()
     dev = resolve_device(device)
     cfg, backbone, model = load_run_model(checkpoint, device=str(dev))
+    if cfg.data == "folder" and category is not None:
+        raise ValueError(
+            f"--category {category} is for data in categories; this run is on your own "
+            "folders (--data folder), which have none: leave --category out"
+        )
     overrides = {
         k: v
         for k, v in (("data_root", data_root), ("category", category), ("precision", precision))

@@ -212,6 +212,30 @@ def _run_task(cfg_dict: dict, out_dir: str, progress: bool, env: dict[str, str])
     return out_dir
 
 
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Refuse, within seconds, a Ray address nothing listens on (Ray itself retries for long).
+
+    ``"auto"`` and addresses without a port are left to Ray.
+
+    Raises:
+        ConnectionError: one line naming the address.
+    """
+    import socket
+
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        reason = (err.strerror or str(err) or type(err).__name__).lower()
+        raise ConnectionError(
+            f"no Ray cluster at --address {address} ({reason}): start one there (ray start "
+            "--head) or leave --address out for a local Ray instance"
+        ) from None
+
+
 def ray_init(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
     """Connect to Ray quietly and offline, unless already connected.
 
@@ -240,6 +264,8 @@ def ray_init(address: str | None = None, num_cpus: int | None = None) -> dict[st
         )
         if address is None:
             kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        else:
+            check_reachable(address)
         ray.init(address=address, **kwargs)
     return dict(ray.cluster_resources())
 

@@ -281,7 +281,7 @@ def test_predict_mirrors_the_tree_skips_hidden_and_lists_unreadable(trained, tmp
     (tree / ".ipynb_checkpoints").mkdir()
     shutil.copy(src / "good" / "002.png", tree / ".ipynb_checkpoints" / "000.png")
     (tree / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    pred = tree / "pred"  # inside the input: must not be scored on a second run
+    pred = tmp_path / "pred"
     argv = ["predict", "--checkpoint", str(trained), str(tree), "--out", str(pred)]
     for _ in range(2):
         assert main(argv) == 1
@@ -355,5 +355,187 @@ def test_folder_data_from_the_command_line(tmp_path, capsys):
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0  # masks given: pixel metrics present
     stored = json.loads((run / "config.json").read_text())
     assert stored["data"] == "folder" and stored["mask_dir"] == str(masks)
+    assert metrics["category"] == "folder" and "brick" not in run.name  # not the profile's
     scores = pd.read_csv(run / "scores.csv")
     assert np.isfinite(scores["score"]).all() and len(scores) == 12
+
+
+# --------------------------------------------------------------------------- predict's outputs
+
+
+def _predict(run: Path, target: Path, out, *extra: str) -> int:
+    return main(["predict", "--checkpoint", str(run), str(target), "--out", str(out), *extra])
+
+
+def _two_images(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        shutil.copy(demo_root() / "grass" / "test" / "good" / f"{i:03d}.png", folder / f"p{i}.png")
+    return folder
+
+
+def test_predict_never_writes_into_its_input_or_a_users_folder(trained, tmp_path, capsys):
+    images = _two_images(tmp_path / "images")
+    (images / "p0_overlay.png").write_bytes(b"the user's own picture")
+    for out in (images, images / "pred", images / "sub" / "pred"):
+        line = _one_line_error(capsys, 2, _predict(trained, images, out))
+        assert "inside the input folder" in line
+    assert (images / "p0_overlay.png").read_bytes() == b"the user's own picture"
+    assert sorted(p.name for p in images.iterdir()) == ["p0.png", "p0_overlay.png", "p1.png"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    line = _one_line_error(capsys, 2, _predict(trained, images / "p0.png", mine))
+    assert "did not write" in line and (mine / "notes.txt").read_text() == "mine"
+    assert "--out is empty" in _one_line_error(capsys, 2, _predict(trained, images, ""))
+
+
+def test_predict_skips_an_earlier_output_in_the_tree_and_reruns_into_its_own(
+    trained, tmp_path, capsys
+):
+    images = _two_images(tmp_path / "images")
+    earlier = tmp_path / "earlier"
+    assert _predict(trained, images, earlier) == 0
+    shutil.copytree(earlier, images / "old_results")  # an output moved into the input tree
+    pred = tmp_path / "pred"
+    for _ in range(2):  # a second run into its own folder is allowed
+        assert _predict(trained, images, pred) == 0
+        table = pd.read_csv(pred / "scores.csv")
+        assert len(table) == 2 and "old_results" not in " ".join(table["path"])
+        (pred / ".scores.k1ll3d.tmp.csv").write_text("of a predict killed mid-write")
+    capsys.readouterr()
+    assert _predict(trained, images, pred) == 0 and not list(pred.glob(".*.tmp*"))
+    capsys.readouterr()
+
+
+def test_every_input_gets_its_own_overlay(trained, tmp_path, capsys):
+    src = demo_root() / "grass" / "test"
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, origin in (("a.png", "good/000.png"), ("a.PNG", "hole/000.png"),
+                         ("a_png.png", "scratch/000.png"), ("a.jpg", "good/001.png")):  # fmt: skip
+        Image.open(src / origin).convert("RGB").save(images / name, format=name[-3:].upper()
+                                                     .replace("JPG", "JPEG"))  # fmt: skip
+    pred = tmp_path / "pred"
+    assert _predict(trained, images, pred) == 0
+    capsys.readouterr()
+    table = pd.read_csv(pred / "scores.csv")
+    assert len(table) == 4 and table["overlay"].str.lower().nunique() == 4
+    assert all((pred / o).is_file() for o in table["overlay"])
+    assert len(list(pred.glob("*_overlay.png"))) == 4
+    assert table["score"].nunique() == 4
+
+
+def test_a_second_predict_into_one_folder_stops_at_its_lock(trained, tmp_path, capsys):
+    from adtr_core.results_folder import folder_lock
+
+    images = _two_images(tmp_path / "images")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    with folder_lock(pred):  # as a first predict holds it
+        line = _one_line_error(capsys, 2, _predict(trained, images, pred))
+    assert "in use" in line and f"process {os.getpid()}" in line
+    assert not (pred / "scores.csv").exists()
+
+
+def test_ctrl_c_in_predict_leaves_nothing_and_speaks_of_predict(
+    trained, tmp_path, capsys, monkeypatch
+):
+    import adtr_core.plots.maps as maps
+
+    real, calls = maps.save_overlay, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(maps, "save_overlay", interrupted)
+    images = _two_images(tmp_path / "images" / "sub")
+    pred = tmp_path / "pred"
+    line = _one_line_error(capsys, 130, _predict(trained, images.parent, pred))
+    assert "interrupted" in line and "checkpoint" not in line
+    assert not pred.exists()  # no overlay without scores.csv, no empty folder
+
+
+def test_predict_follows_folder_links_once_and_refuses_unread_kinds(trained, tmp_path, capsys):
+    elsewhere = _two_images(tmp_path / "elsewhere")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (images / "loop").symlink_to(images, target_is_directory=True)
+    pred = tmp_path / "pred"
+    assert _predict(trained, images, pred) == 0
+    capsys.readouterr()
+    assert len(pd.read_csv(pred / "scores.csv")) == 2
+    Image.open(elsewhere / "p0.png").save(tmp_path / "x.webp")
+    line = _one_line_error(capsys, 2, _predict(trained, tmp_path / "x.webp", tmp_path / "w"))
+    assert "x.webp" in line and ".png" in line
+
+
+# --------------------------------------------------------------------------- unfinished runs
+
+
+def _unfinished(trained: Path, tmp_path: Path) -> Path:
+    """The trained run as if stopped after epoch 1 of 5 (no config.json)."""
+    import torch
+
+    run = tmp_path / "unfinished"
+    shutil.copytree(trained, run)
+    (run / "config.json").unlink()
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["extra"]["config"]["epochs"] = 5
+    torch.save(state, run / "checkpoint.pt")
+    return run
+
+
+def test_eval_and_predict_warn_on_an_unfinished_run_and_can_refuse_it(trained, tmp_path, capsys):
+    run = _unfinished(trained, tmp_path)
+    images = _two_images(tmp_path / "images")
+    with pytest.warns(UserWarning, match=r"unfinished run \(trained 1 of 5 epochs"):
+        assert main(["eval", "--checkpoint", str(run), "--device", "cpu"]) == 0
+    with pytest.warns(UserWarning, match="unfinished run"):
+        assert _predict(run, images, tmp_path / "pred") == 0
+    rc = main(["eval", "--checkpoint", str(run), "--device", "cpu", "--require-finished"])
+    assert "--require-finished refuses it" in _one_line_error(capsys, 2, rc)
+    rc = _predict(run, images, tmp_path / "pred2", "--require-finished")
+    assert "unfinished" in _one_line_error(capsys, 2, rc) and not (tmp_path / "pred2").exists()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_checkpoint_errors_never_advise_deleting_and_name_only_real_flags(tmp_path, capsys):
+    picture = tmp_path / "holiday.png"
+    shutil.copy(demo_root() / "grass" / "test" / "good" / "000.png", picture)
+    line = _one_line_error(capsys, 2, main(["eval", "--checkpoint", str(picture)]))
+    assert "holiday.png" in line and "delete" not in line and "--out" not in line
+    run = tmp_path / "run"
+    run.mkdir()
+    _garbage(run / "checkpoint.pt")
+    line = _one_line_error(capsys, 2, main(["train", *TINY, "--out", str(run)]))
+    assert "checkpoint.pt" in line and "delete" not in line and "--overwrite" in line
+
+
+def test_a_damaged_config_json_is_named(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "config.json").write_text('{"lr": 0.1, ')
+    line = _one_line_error(capsys, 2, main(["train", *TINY, "--out", str(run)]))
+    assert "config.json is damaged" in line and "line 1" in line
+
+
+def test_eval_refuses_a_category_for_a_folder_run(trained, tmp_path, capsys):
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["extra"]["config"].update(
+        data="folder", data_root=str(tmp_path), anomalous_dir=str(run), category=None
+    )
+    torch.save(state, run / "checkpoint.pt")
+    rc = main(["eval", "--checkpoint", str(run), "--category", "bottle", "--device", "cpu"])
+    line = _one_line_error(capsys, 2, rc)
+    assert "--category bottle" in line and "leave --category out" in line

@@ -123,3 +123,52 @@ def test_onnx_runtime_agrees_with_eager_on_the_embedded_bottle(tmp_path):
     run_experiment(cfg, out_dir=tmp_path, progress=False)
     rel_score, rel_map = _agree(tmp_path, export_onnx(tmp_path), _test_images(cfg))
     assert rel_score < 1e-3 and rel_map < 1e-3
+
+
+def test_a_truncated_graph_is_exported_again(tiny_run, graph, tmp_path, monkeypatch):
+    import shutil
+
+    import adtr_core.export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = (run / "model.onnx").read_bytes()
+    (run / "model.onnx").write_bytes(data[: len(data) // 3])  # newer than the checkpoint
+    exports = []
+
+    def export(checkpoint, out):  # a real export takes a minute on a small machine
+        exports.append(out)
+        out.write_bytes(data)
+        return out
+
+    monkeypatch.setattr(adtr_core.export, "export_onnx", export)
+    scorer = build_scorer(run, engine="onnxruntime")
+    assert exports == [run / "model.onnx"]
+    assert scorer(_test_images(ExperimentConfig(**TINY), 2))[1].shape == (2,)
+    (run / "model.onnx").write_bytes(b"garbage")
+    monkeypatch.setattr(adtr_core.export, "export_onnx", lambda c, o: o)  # exports garbage again
+    with pytest.raises(RuntimeError, match="cannot load .*model.onnx even after exporting"):
+        build_scorer(run, engine="onnxruntime")
+
+
+def test_export_onto_a_full_disk_is_one_line_and_cleans_a_killed_exports_leftovers(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    from adtr_core.cli import main
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Unsupported operator aten::x\n" + "graph node\n" * 800)
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    folder = tmp_path / "graphs"
+    folder.mkdir()
+    (folder / ".model.x1y2.tmp.onnx").write_bytes(b"half a graph of a killed export")
+    rc = main(["export", "--checkpoint", str(tiny_run), "--out", str(folder / "model.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "no space left on device" in err[0], err
+    assert "model.onnx" in err[0] and list(folder.iterdir()) == []
+    assert main(["export", "--checkpoint", str(tiny_run), "--out", ""]) == 2
+    assert "--out is empty" in capsys.readouterr().err

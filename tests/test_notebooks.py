@@ -85,25 +85,35 @@ def test_parameters_default_to_the_profile_and_are_checked_next(notebook: Path):
     assert nb.metadata["kernelspec"] == KERNELSPEC
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS[1:2], ids=IDS[1:2])
-def test_a_bad_parameter_stops_the_notebook_at_once_in_one_line(notebook: Path, tmp_path):
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"epochs": "abc"}, "parameter epochs = 'abc': expected an integer >= 1 (None: steps is"),
+        ({"catgory": "grass"}, "unknown parameter(s) catgory for 02_train_category; valid "),
+    ],
+)
+def test_a_bad_parameter_stops_the_notebook_at_once_in_one_line(parameters, message, tmp_path):
+    import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    notebook = NOTEBOOKS[1]
     with pytest.raises(PapermillExecutionError) as info:
         pm.execute_notebook(
             str(notebook),
             str(tmp_path / "out.ipynb"),
-            parameters={"epochs": "abc"},
+            parameters=parameters,
             kernel_name="python3",
             progress_bar=False,
         )
     assert info.value.ename == "ParameterError"
-    assert (
-        info.value.evalue
-        == "parameter epochs = 'abc': expected an integer >= 1 (None: steps is the budget)"
-    )
+    assert info.value.evalue.startswith(message), info.value.evalue
     assert "params.resolve" in info.value.source  # the cell after the parameters cell
+    assert info.value.traceback == [f"ParameterError: {info.value.evalue}"]  # one line
+    cell = next(c for c in nbformat.read(str(tmp_path / "out.ipynb"), 4).cells if c.get("outputs"))
+    assert [o.get("traceback") for o in cell.outputs if o.output_type == "error"] == [
+        [f"ParameterError: {info.value.evalue}"]
+    ]
 
 
 @pytest.fixture(scope="module")

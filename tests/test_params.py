@@ -32,13 +32,13 @@ def test_none_parameters_take_the_profile_and_explicit_ones_override():
     assert resolve("02_train_category", _namespace(steps=400)).overrides == {}
 
 
-def test_an_epoch_count_given_by_hand_replaces_the_step_budget():
+def test_an_epoch_count_given_by_hand_replaces_the_step_budget_and_both_are_refused():
     quick = resolve("02_train_category", _namespace())
     assert quick.run["steps"] == 400 and quick.run["epochs"] is None
     p = resolve("02_train_category", _namespace(epochs=16))
     assert p.run["epochs"] == 16 and p.run["steps"] is None
-    both = resolve("02_train_category", _namespace(epochs=16, steps=300))
-    assert both.run["steps"] == 300  # a step budget given too still wins
+    with pytest.raises(ParameterError, match="epochs = 16 and steps = 300 are two budgets"):
+        resolve("02_train_category", _namespace(epochs=16, steps=300))  # honours neither
     with pytest.raises(ParameterError, match="epochs = None: expected an integer >= 1 when steps"):
         check_values({"epochs": None, "steps": None})
 
@@ -150,3 +150,17 @@ def test_a_notebook_run_as_it_is_takes_the_quick_profiles_run_settings(notebook,
     assert p.run == {k: check_value(k, v) for k, v in run_keys.items()}
     expected = {k: check_value(k, v) for k, v in profile_params("quick", notebook).items()}
     assert p.values == expected
+
+
+def test_an_unknown_parameter_is_refused_with_the_valid_names():
+    ns = _namespace(catgory="grass")
+    with pytest.raises(ParameterError) as info:
+        resolve("02_train_category", ns)
+    line = str(info.value)
+    assert "unknown parameter(s) catgory" in line and "category" in line and "\n" not in line
+    assert info.value._render_traceback_() == [f"ParameterError: {line}"]
+    ns = _namespace()
+    ns.update(In=[""], Out={}, _i1="", get_ipython=print, np=pytest)  # a kernel's own globals
+    resolve("02_train_category", ns)
+    ns.update(data_note="a variable of a later cell")  # the check cell run again by hand
+    resolve("02_train_category", ns)

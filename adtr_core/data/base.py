@@ -11,13 +11,18 @@ and ``defects`` (list[str]).
 
 Reading rules (all file-based datasets): images are decoded with PIL, converted to
 RGB (grayscale, palette and RGBA images included), resized to ``image_size`` with a
-bilinear filter (PIL's resize is antialiased when it shrinks); masks are resized with
-nearest neighbour and binarised (``> 0`` for 0/1 masks, ``>= 128`` for 0/255 masks).
+bilinear filter (PIL's resize is antialiased when it shrinks). Images of more than 8 bits
+(16-bit PNG/TIFF, 32-bit integer or float TIFF) are scaled by their range: 16-bit and integer
+images by their type's maximum (65535, ...), float images by [0, 1] when their values lie
+there, else by their own minimum and maximum. Masks are resized with nearest neighbour and
+binarised: any non-zero value is defect (0/1, 0/255 and 0/100 masks alike), with a warning
+(once per mask folder) when a mask holds more than two values, as antialiased or JPEG masks do.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,27 +89,66 @@ def read_image(path: Path, image_size: int | None) -> np.ndarray:
     Returns:
         uint8 array (S, S, 3).
     """
-    im = _open_decoded(path)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale to 8 bits
-        arr = np.asarray(im, dtype=np.float64)
-        im = Image.fromarray(np.clip(arr / max(arr.max(), 1.0) * 255.0, 0, 255).astype(np.uint8))
+    im = _to_8_bits(_open_decoded(path), path)
     im = im.convert("RGB")
     if image_size is not None and im.size != (image_size, image_size):
         im = im.resize((image_size, image_size), Image.BILINEAR)
     return np.array(im, dtype=np.uint8)  # a writable copy
 
 
+def _to_8_bits(im: Image.Image, path: Path) -> Image.Image:
+    """An image of more than 8 bits per channel as 8-bit grayscale, scaled by its range.
+
+    16-bit and 32-bit integer images are divided by their type's maximum (a dark 16-bit
+    image stays dark); float images by 1 when their values lie in [0, 1], else mapped
+    from their own minimum and maximum.
+
+    Raises:
+        DatasetError: a float image holding NaN or infinite values.
+    """
+    if im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return im
+    arr = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        if not np.isfinite(arr).all():
+            raise DatasetError(
+                f"Cannot read image {path}: its float pixels hold NaN or infinite values; "
+                "save it with finite values (or as an 8- or 16-bit image)."
+            )
+        low, high = (0.0, 1.0) if arr.min() >= 0 and arr.max() <= 1 else (arr.min(), arr.max())
+    elif im.mode.startswith("I;16") or arr.max(initial=0) <= 65535:
+        low, high = 0.0, 65535.0
+    else:
+        low, high = 0.0, float(2**31 - 1)
+    scaled = (arr - low) / max(high - low, 1e-12) * 255.0
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+_WARNED_MASK_FOLDERS: set[Path] = set()
+
+
 def read_mask(path: Path, image_size: int | None) -> np.ndarray:
-    """Decode a ground-truth mask, resized with nearest neighbour and binarised.
+    """Decode a ground-truth mask, resized with nearest neighbour; non-zero is defect.
+
+    A mask with more than two values (antialiased edges, JPEG noise) warns once per mask
+    folder: every non-zero pixel, however faint, counts as defect.
 
     Returns:
         bool array (S, S).
     """
-    im = _open_decoded(path).convert("L")
+    im = _to_8_bits(_open_decoded(path), path).convert("L")
     if image_size is not None and im.size != (image_size, image_size):
         im = im.resize((image_size, image_size), Image.NEAREST)
     arr = np.array(im)
-    return arr > 0 if arr.max(initial=0) <= 1 else arr >= 128
+    if path.parent not in _WARNED_MASK_FOLDERS and len(np.unique(arr)) > 2:
+        _WARNED_MASK_FOLDERS.add(path.parent)
+        warnings.warn(
+            f"mask {path} holds more than two values ({arr.min()}..{arr.max()}): every non-zero "
+            "pixel counts as defect (save masks with two values, 0 and 255; other masks in "
+            "this folder are not reported)",
+            stacklevel=2,
+        )
+    return arr > 0
 
 
 def to_image_tensor(image: np.ndarray) -> torch.Tensor:
