@@ -6,7 +6,8 @@
   gradient clipping, AdamW) on random features, at the quick size (the quick profile's ADTR
   and batch, ``benchmarks.training.profile_config``) and the paper size (width 256, FFN 1024,
   8 heads, 4 + 4 layers, the plan's peer batch, 16), both over the quick profile's backbone
-  features (Lite0: 512 channels on 16 x 16 tokens); fp32, and bf16 autocast.
+  features (Lite0: 512 channels on 16 x 16 tokens); fp32, and bf16 autocast where the
+  device has bf16 instructions (emulated bf16 on a CPU without them is not measured).
 - Changes to the step, each as a ratio to the step without it: AdamW's ``foreach``
   kernels (the trainer's optimiser) against torch's per-parameter loop (its CPU default),
   the whole step; and the optimiser step alone, loop / foreach / fused, with how far the
@@ -45,6 +46,14 @@ def peak_probe(n: int, dtype: torch.dtype, device: torch.device):
     return lambda: torch.mm(a, b)
 
 
+def _has_bf16(device: torch.device) -> bool:
+    """bf16 matrix instructions (CUDA, or a CPU with avx512_bf16 / AMX); without them bf16 is
+    emulated, thousands of times slower than fp32, and not measured."""
+    from adtr_core.precision import cpu_has_bf16
+
+    return device.type == "cuda" or cpu_has_bf16()
+
+
 def _size(plan: Plan, cfg: ExperimentConfig, paper: bool) -> ExperimentConfig:
     if not paper:
         return cfg
@@ -76,31 +85,32 @@ def size_run(
         model.parameters(), lr=loop.config.lr, weight_decay=loop.config.weight_decay, foreach=False
     )
     n = plan.peak_size
-    fns = {f"peak {k}": peak_probe(n, dt, device) for k, dt in PROBE_DTYPES.items()}
-    fns |= {
-        "fp32": lambda: fp32.step(f),
-        "fp32, AdamW loop (before)": lambda: loop.step(f),
-        "bf16": lambda: bf16.step(f),
-    }
+    dtypes = [k for k in PROBE_DTYPES if k == "fp32" or _has_bf16(device)]
+    fns = {f"peak {k}": peak_probe(n, PROBE_DTYPES[k], device) for k in dtypes}
+    fns |= {"fp32": lambda: fp32.step(f), "fp32, AdamW loop (before)": lambda: loop.step(f)}
+    if "bf16" in dtypes:
+        fns["bf16"] = lambda: bf16.step(f)
     times = interleaved(fns, plan.rounds, device)
     peak_flops = 2 * n**3
     steps = [k for k in times if not k.startswith("peak")]
+    ratios = {"AdamW foreach / loop, whole step": ratio(times[steps[1]], times["fp32"])}
+    if "bf16" in times:
+        ratios["bf16 / fp32"] = ratio(times["fp32"], times["bf16"])
     return {
         "config": _summary(cfg, channels, grid),
         "step_flops": flops,
         "ms": {k: 1000 * median(times[k]) for k in steps},
         "gflops": {k: flops / median(times[k]) / 1e9 for k in steps},
-        "peak_gflops": {k: peak_flops / median(times[f"peak {k}"]) / 1e9 for k in PROBE_DTYPES},
+        "peak_gflops": {k: peak_flops / median(times[f"peak {k}"]) / 1e9 for k in dtypes},
         "of_fp32_peak": {
             k: _fractions(flops, times[k], peak_flops, times["peak fp32"]) for k in steps
         },
-        "of_bf16_peak": {"bf16": _fractions(flops, times["bf16"], peak_flops, times["peak bf16"])},
-        "ratios": {
-            "AdamW foreach / loop, whole step": ratio(
-                times["fp32, AdamW loop (before)"], times["fp32"]
-            ),
-            "bf16 / fp32": ratio(times["fp32"], times["bf16"]),
+        "of_bf16_peak": {
+            k: _fractions(flops, times[k], peak_flops, times["peak bf16"])
+            for k in steps
+            if k == "bf16"
         },
+        "ratios": ratios,
         "times_s": times,
     }
 
