@@ -221,7 +221,11 @@ class Trainer:
         if not params:
             raise ValueError("the model has no trainable parameters (requires_grad=True)")
         cfg = self.config
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # foreach: one kernel per operation over every parameter (torch picks it on CUDA, not
+        # on the CPU); the same updates bit for bit as the per-parameter loop, in less time
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
+        )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
         )

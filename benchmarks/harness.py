@@ -58,6 +58,7 @@ class Plan:
     metric_epochs: int | None = None  # cap on the quick-profile run's epochs (None: as profiled)
     metric_overrides: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig fields
     compile: bool = False  # also measure torch.compile (slow to compile on a small CPU)
+    peak_size: int = 2048  # n of the n x n torch.mm peak probe (benchmarks.speed)
 
     @classmethod
     def full(cls) -> Plan:
@@ -80,6 +81,7 @@ class Plan:
             adtr=small,
             peer_batch=2,
             peer_channels=32,
+            peak_size=256,
             train_rounds=1,
             train_images=4,
             metric_epochs=2,

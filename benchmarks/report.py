@@ -17,6 +17,12 @@ TARGET_ORT = 1.5  # ONNX Runtime / eager images per second, batch 1, CPU
 TARGET_BF16_TRAIN = 1.3  # fp32 / bf16 seconds per training epoch, CPU
 TARGET_LOADED = 2.5  # epoch beside one competing process / idle epoch, the thread rule
 TARGET_RULE = 1.3  # the rule's epoch / the best fixed thread count's, idle and loaded
+# The training step against the matrix-multiply peak of the same run (benchmarks.speed);
+# each size passes on either of its pair.
+TARGET_QUICK_FP32_PEAK = 0.50  # quick size, fp32: of the fp32 peak
+TARGET_QUICK_BF16 = 2.0  # quick size: fp32 / bf16 step time
+TARGET_PAPER_FP32_PEAK = 0.65  # paper size, fp32: of the fp32 peak
+TARGET_PAPER_BF16_PEAK = 0.35  # paper size, bf16: of the bf16 peak
 
 
 def figures_wall(figures_dir: Path | None = None) -> dict[str, Any]:
@@ -136,6 +142,7 @@ def build_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if "memory_ratio" in o:
             notes.append(f"in-process cache {_r(o['memory_ratio'])}")
         rows.append(("option", name, _r(o["ratio"]), "; ".join(notes)))
+    rows += _step_rows(results.get("step"))
     rows += peers.rows(results.get("peers"))  # ADTR beside anomalib's PaDiM and PatchCore
     rows += _speed_rows(results)
     g = results.get("gpu_training") or {}
@@ -182,6 +189,92 @@ def build_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     else:
         rows.append(("figures", "make figures (quick), wall", "not measured yet", ""))
     return rows
+
+
+def _step_rows(step: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """Rows of the training-step section: the peak probe, each step's FLOP/s, the ratios."""
+    if not step:
+        return []
+    rows = []
+    n = step["peak_size"]
+    for name, s in step["sizes"].items():
+        cfg, peak = s["config"], s["peak_gflops"]
+        rows.append(
+            (
+                "step",
+                f"matrix-multiply peak, torch.mm {n}x{n}, rounds of the {name} size",
+                ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
+                + ("" if "bf16" in peak else ", bf16 not measured (no bf16 instructions)"),
+                "interleaved with the steps below; every fraction is taken against it per round",
+            )
+        )
+        for variant, ms in s["ms"].items():
+            notes = f"{_pct(s['of_fp32_peak'][variant])} of the fp32 peak"
+            if variant in s["of_bf16_peak"]:
+                notes += f", {_pct(s['of_bf16_peak'][variant])} of the bf16 peak"
+            rows.append(
+                (
+                    "step",
+                    f"training step, {name} size b{cfg['batch_size']}, {variant}",
+                    f"{ms:.0f} ms, {s['gflops'][variant]:.1f} GFLOP/s",
+                    f"{notes}; {s['step_flops'] / 1e9:.2f} GFLOP a step; D={cfg['hidden_dim']}, "
+                    f"FFN {cfg['dim_feedforward']}, {cfg['num_heads']} heads, "
+                    f"C={cfg['channels']}, {cfg['grid'][0]}x{cfg['grid'][1]} tokens",
+                )
+            )
+        for what, r in s["ratios"].items():
+            rows.append(("step", f"{what}, {name} size", _r(r), "> 1: the second is faster"))
+    o = step.get("optimizer")
+    if o:
+        for kind in ("foreach", "fused"):
+            diff = o["max_abs_diff"][kind]
+            rows.append(
+                (
+                    "step",
+                    f"AdamW step alone: per-parameter loop / {kind}",
+                    _r(o["ratio"][kind]),
+                    f"loop {o['ms']['loop']:.2f} ms, {kind} {o['ms'][kind]:.2f} ms; "
+                    f"{o['tensors']} tensors, {o['params']} parameters; one update lands "
+                    + ("on the loop's bit for bit" if diff == 0 else f"{diff:.1e} from the loop's"),
+                )
+            )
+    return rows
+
+
+def _step_targets(step: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not step:
+        return []
+    quick, paper = step["sizes"]["quick"], step["sizes"]["paper"]
+    bf16 = quick["ratios"].get("bf16 / fp32")
+    either = "(either of the pair)"
+    pairs = [
+        (
+            f"quick-size step, fp32, >= {_pct(TARGET_QUICK_FP32_PEAK)} of the fp32 peak {either}",
+            quick["of_fp32_peak"]["fp32"],
+            TARGET_QUICK_FP32_PEAK,
+        ),
+        (
+            f"quick-size step, bf16, >= {TARGET_QUICK_BF16:.0f}x faster than fp32 {either}",
+            bf16["median"] if bf16 else None,
+            TARGET_QUICK_BF16,
+        ),
+        (
+            f"paper-size step, fp32, >= {_pct(TARGET_PAPER_FP32_PEAK)} of the fp32 peak {either}",
+            paper["of_fp32_peak"]["fp32"],
+            TARGET_PAPER_FP32_PEAK,
+        ),
+        (
+            f"paper-size step, bf16, >= {_pct(TARGET_PAPER_BF16_PEAK)} of the bf16 peak {either}",
+            paper["of_bf16_peak"].get("bf16"),
+            TARGET_PAPER_BF16_PEAK,
+        ),
+    ]
+    return [
+        _target(text, v, bound, at_least=True)
+        if v is not None
+        else {"target": text, "measured": None}
+        for text, v, bound in pairs
+    ]
 
 
 def _speed_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -332,6 +425,7 @@ def targets(results: dict[str, Any], device: str) -> list[dict[str, Any]]:
                     at_least=True,
                 )
             )
+    out += _step_targets(results.get("step"))
     out += _speed_targets(results)
     f = results.get("figures") or {}
     if f.get("measured") and f.get("complete"):

@@ -35,6 +35,7 @@ from benchmarks import (  # noqa: E402
     peers,
     precision,
     report,
+    speed,
     threads,
     training,
 )
@@ -44,6 +45,7 @@ SECTIONS = (
     "epoch",
     "time_to_metric",
     "peer",
+    "step",
     "peers",
     "options",
     "engines",
@@ -94,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "epoch": lambda: training.epoch_cost(plan, device),
         "time_to_metric": lambda: training.time_to_metric(plan, device),
         "peer": lambda: peer.run(plan, device),
+        "step": lambda: speed.run(plan, device),
         "peers": lambda: peers.run(plan, device),
         "options": lambda: options.run(plan, device),
         "engines": lambda: engines.run(plan, device),

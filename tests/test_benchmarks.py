@@ -46,6 +46,16 @@ def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thre
     assert "ADTR quick against PatchCore" in out and "growth 4 -> 8" in out
     bank = [g["state_mib"] for g in results["peers"]["growth"]["PatchCore"]]
     assert bank[1] > bank[0]  # the memory bank grows with the training set
+    step = results["step"]
+    for size in ("quick", "paper"):
+        s = step["sizes"][size]
+        bf16 = {"bf16"} if results["host"]["cpu_bf16"] else set()  # else emulated: skipped
+        assert set(s["ms"]) == {"fp32", "fp32, AdamW loop (before)"} | bf16
+        assert s["peak_gflops"]["fp32"] > 0 and 0 < s["of_fp32_peak"]["fp32"]
+        assert s["gflops"]["fp32"] == pytest.approx(s["step_flops"] / s["ms"]["fp32"] / 1e6)
+    assert step["optimizer"]["max_abs_diff"]["foreach"] == 0  # the trainer's AdamW: the same
+    assert "matrix-multiply peak, torch.mm 256x256" in out and "of the fp32 peak" in out
+    assert "training step, quick size b2, fp32" in out and "quick-size step, fp32" in out
     assert results["gpu_training"]["measured"] is False  # CPU: the GPU rows say so
     assert "not measured" in out
     kind = results["host"]["kind"]
@@ -54,6 +64,13 @@ def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thre
     assert (tmp_path / f"{kind}.md").read_text().startswith("# adtr benchmarks")
     lines = [t for t in results["targets"] if t.get("measured") is not None]
     assert lines and all(isinstance(t["pass"], bool) for t in lines)
+
+
+def test_fraction_of_the_peak_is_taken_per_round():
+    from benchmarks import speed
+
+    # 100 FLOPs in 1, 2, 4 s against a 1000-FLOP probe in 1, 1, 0.5 s: 10 %, 5 %, 1.25 %
+    assert speed._fractions(100, [1.0, 2.0, 4.0], 1000, [1.0, 1.0, 0.5]) == 0.05
 
 
 def test_ratio_is_median_of_per_round_ratios():
