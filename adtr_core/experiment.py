@@ -648,19 +648,28 @@ def run_experiment(
     """
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
         return run_peer(cfg, out_dir, progress, threads, overwrite=overwrite)
+    return _in_results_folder(cfg, out_dir, overwrite, progress, threads, _train_and_evaluate)
+
+
+def _in_results_folder(cfg, out_dir, overwrite, progress, threads, work) -> RunResult:
+    """Check the memory, claim and lock the results folder, then ``work(cfg, out, ...)``.
+
+    The one path of trained runs and fitted peers: the memory estimate comes before any
+    work or folder; a folder that the run created and left empty is removed again.
+    """
     start = time.perf_counter()
     check_fits(cfg, device=str(resolve_device(cfg.device)))  # before any work or folder
     category = resolve_category(cfg)
     cfg = dataclasses.replace(cfg, category=category)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
     created = not out.exists()
-    ensure_dir(out, "results folder")
+    ensure_dir(out, "results folder")  # config.json comes last: it marks the run finished
     try:
         with results_folder.folder_lock(out):
             moved = results_folder.claim(out, cfg.to_dict(), _DEFAULTS, overwrite=overwrite)
             if moved is not None:
-                warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=2)
-            return _train_and_evaluate(cfg, out, progress, start, threads)
+                warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=3)
+            return work(cfg, out, progress, start, threads)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run that failed before its first checkpoint leaves no folder
@@ -963,22 +972,7 @@ def run_peer(
     under a fixed ``ADTR_THREADS`` (:func:`adtr_core.threads.fit_threads`). The folder is
     claimed and locked as by :func:`run_experiment` (``overwrite`` as there).
     """
-    start = time.perf_counter()
-    check_fits(cfg, device=str(resolve_device(cfg.device)))
-    category = resolve_category(cfg)
-    cfg = dataclasses.replace(cfg, category=category)
-    out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
-    created = not out.exists()
-    ensure_dir(out, "results folder")  # config.json comes last: it marks the run finished
-    try:
-        with results_folder.folder_lock(out):
-            moved = results_folder.claim(out, cfg.to_dict(), _DEFAULTS, overwrite=overwrite)
-            if moved is not None:
-                warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=2)
-            return _fit_peer(cfg, out, progress, start, threads)
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+    return _in_results_folder(cfg, out_dir, overwrite, progress, threads, _fit_peer)
 
 
 def _fit_peer(
