@@ -60,3 +60,12 @@ def tiny_config():
         backbone="tf_efficientnet_lite0",
         device="cpu",
     )
+
+
+@pytest.fixture(scope="session")
+def demo_data():
+    """The demo root (``paths.demo_root()``), built on first use, so no test depends on
+    another having built it before."""
+    from adtr_core.data.demo import ensure_demo
+
+    return ensure_demo()

@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 from adtr_core.cli import main
-from adtr_core.paths import demo_root
 
 SMOKE = ["--data", "demo", "--category", "grass", "--profile", "smoke", "--device", "cpu"]
 
@@ -102,11 +101,11 @@ def test_meaningless_runs_are_refused(extra, words, tmp_path, capsys):
     assert all(w in line for w in words), line
 
 
-def test_one_folder_as_normal_and_anomalous_is_refused(tmp_path, capsys):
+def test_one_folder_as_normal_and_anomalous_is_refused(tmp_path, capsys, demo_data):
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(2):
-        shutil.copy(demo_root() / "grass" / "train" / "good" / f"{i:03d}.png", folder)
+        shutil.copy(demo_data / "grass" / "train" / "good" / f"{i:03d}.png", folder)
     for extra in (["--anomalous", str(folder)], ["--test-normal", str(folder)]):
         argv = ["train", "--data", "folder", "--normal", str(folder), *extra, "--profile", "smoke"]
         line = _one_line_error(capsys, main([*argv, "--out", str(tmp_path / "r")]))
@@ -149,11 +148,11 @@ def test_empty_masks_are_told_from_no_masks():
     assert "no pixel masks" in absence_reason("pixel_auroc", none)
 
 
-def test_data_check_accepts_two_valued_masks_and_names_the_rule_otherwise(tmp_path):
+def test_data_check_accepts_two_valued_masks_and_names_the_rule_otherwise(tmp_path, demo_data):
     from adtr_core.data.check import check_root
 
     cat = tmp_path / "grass"
-    shutil.copytree(demo_root() / "grass", cat)
+    shutil.copytree(demo_data / "grass", cat)
     mask = next((cat / "ground_truth").rglob("*.png"))
     arr = np.asarray(Image.open(mask).convert("L"))
     Image.fromarray(np.where(arr > 0, 100, 0).astype(np.uint8)).save(mask)
@@ -232,11 +231,11 @@ def test_an_unreachable_ray_address_fails_at_once_in_one_line(tmp_path, capsys):
     assert time.monotonic() - start < 5
 
 
-def test_peers_with_one_training_image_say_too_few(tmp_path, capsys):
+def test_peers_with_one_training_image_say_too_few(tmp_path, capsys, demo_data):
     normal, anomalous = tmp_path / "normal", tmp_path / "anomalous"
     for folder, source in ((normal, "train/good/000.png"), (anomalous, "test/hole/000.png")):
         folder.mkdir()
-        shutil.copy(demo_root() / "grass" / source, folder)
+        shutil.copy(demo_data / "grass" / source, folder)
     argv = ["--normal", str(normal), "--anomalous", str(anomalous), "--profile", "smoke"]
     for model in ("padim", "patchcore"):
         line = _one_line_error(capsys, main(["train", "--model", model, *argv, "--quiet"]))

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from adtr_core.cli import main
-from adtr_core.paths import demo_root
 
 TINY_SET = [
     "--set", "image_size=64", "--set", "hidden_dim=32", "--set", "num_encoder_layers=1",
@@ -32,7 +31,7 @@ def test_console_script_runs():
     assert done.returncode == 0 and "train" in done.stdout
 
 
-def test_train_eval_predict_round_trip(tmp_path, capsys):
+def test_train_eval_predict_round_trip(tmp_path, capsys, demo_data):
     run = tmp_path / "run"
     argv = [
         "train",
@@ -56,7 +55,7 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
         metrics["image_auroc"], abs=1e-6
     )
 
-    images = sorted(demo_root().glob("grass/test/good/*.png"))[:2]
+    images = sorted(demo_data.glob("grass/test/good/*.png"))[:2]
     pred = tmp_path / "pred"
     assert main(["predict", "--checkpoint", str(run), str(images[0]), "--out", str(pred)]) == 0
     assert (pred / "scores.csv").is_file() and (pred / f"{images[0].stem}_overlay.png").is_file()

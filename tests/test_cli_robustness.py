@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from adtr_core.cli import main
+from adtr_core.data.demo import ensure_demo
 from adtr_core.experiment import ExperimentConfig
-from adtr_core.paths import demo_root
 
 TINY = [
     "--data", "demo", "--category", "grass", "--profile", "smoke", "--epochs", "1",
@@ -158,7 +158,7 @@ def test_full_disk_during_training_gets_one_line_and_no_partial_file(
 
 
 def test_full_disk_during_predict_leaves_no_overlays_without_scores(
-    trained, tmp_path, capsys, monkeypatch
+    trained, tmp_path, capsys, monkeypatch, demo_data
 ):
     import errno
 
@@ -166,7 +166,7 @@ def test_full_disk_during_predict_leaves_no_overlays_without_scores(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", enospc)
-    images = demo_root() / "grass" / "test" / "good"
+    images = demo_data / "grass" / "test" / "good"
     pred = tmp_path / "pred"
     rc = main(["predict", "--checkpoint", str(trained), str(images), "--out", str(pred)])
     line = _one_line_error(capsys, 2, rc)
@@ -271,8 +271,10 @@ def test_second_writer_stops_and_a_killed_run_resumes_to_the_same_result(tmp_pat
 # --------------------------------------------------------------------------- predict
 
 
-def test_predict_mirrors_the_tree_skips_hidden_and_lists_unreadable(trained, tmp_path, capsys):
-    src = demo_root() / "grass" / "test"
+def test_predict_mirrors_the_tree_skips_hidden_and_lists_unreadable(
+    trained, tmp_path, capsys, demo_data
+):
+    src = demo_data / "grass" / "test"
     tree = tmp_path / "images"
     for defect in ("good", "hole", "scratch"):
         (tree / defect).mkdir(parents=True)
@@ -309,7 +311,7 @@ def test_predict_mirrors_the_tree_skips_hidden_and_lists_unreadable(trained, tmp
 
 def _image_level_category(root: Path) -> Path:
     """grass with 12 training images, 6 normal and 6 defective test images, no masks."""
-    src = demo_root() / "grass"
+    src = ensure_demo() / "grass"
     cat = root / "grass"
     for sub, names in (("train/good", range(12)), ("test/good", range(6)), ("test/hole", range(6))):
         (cat / sub).mkdir(parents=True)
@@ -337,11 +339,11 @@ def test_category_without_masks_trains_with_image_auroc_only(tmp_path, capsys):
     }
 
 
-def test_folder_data_from_the_command_line(tmp_path, capsys):
+def test_folder_data_from_the_command_line(tmp_path, capsys, demo_data):
     cat = _image_level_category(tmp_path / "data")
     masks = tmp_path / "masks"
     masks.mkdir()
-    gt = demo_root() / "grass" / "ground_truth" / "hole"
+    gt = demo_data / "grass" / "ground_truth" / "hole"
     for i in range(6):
         shutil.copy(gt / f"{i:03d}_mask.png", masks / f"{i:03d}_mask.png")
     args = [a for a in TINY if a not in ("--data", "demo", "--category", "grass")]
@@ -370,7 +372,9 @@ def _predict(run: Path, target: Path, out, *extra: str) -> int:
 def _two_images(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(2):
-        shutil.copy(demo_root() / "grass" / "test" / "good" / f"{i:03d}.png", folder / f"p{i}.png")
+        shutil.copy(
+            ensure_demo() / "grass" / "test" / "good" / f"{i:03d}.png", folder / f"p{i}.png"
+        )
     return folder
 
 
@@ -408,8 +412,8 @@ def test_predict_skips_an_earlier_output_in_the_tree_and_reruns_into_its_own(
     capsys.readouterr()
 
 
-def test_every_input_gets_its_own_overlay(trained, tmp_path, capsys):
-    src = demo_root() / "grass" / "test"
+def test_every_input_gets_its_own_overlay(trained, tmp_path, capsys, demo_data):
+    src = demo_data / "grass" / "test"
     images = tmp_path / "images"
     images.mkdir()
     for name, origin in (("a.png", "good/000.png"), ("a.PNG", "hole/000.png"),
@@ -506,9 +510,11 @@ def test_eval_and_predict_warn_on_an_unfinished_run_and_can_refuse_it(trained, t
 # --------------------------------------------------------------------------- messages
 
 
-def test_checkpoint_errors_never_advise_deleting_and_name_only_real_flags(tmp_path, capsys):
+def test_checkpoint_errors_never_advise_deleting_and_name_only_real_flags(
+    tmp_path, capsys, demo_data
+):
     picture = tmp_path / "holiday.png"
-    shutil.copy(demo_root() / "grass" / "test" / "good" / "000.png", picture)
+    shutil.copy(demo_data / "grass" / "test" / "good" / "000.png", picture)
     line = _one_line_error(capsys, 2, main(["eval", "--checkpoint", str(picture)]))
     assert "holiday.png" in line and "delete" not in line and "--out" not in line
     run = tmp_path / "run"

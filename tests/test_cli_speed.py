@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from adtr_core.cli import build_parser, main, train_config
-from adtr_core.paths import demo_root
 
 TINY_SET = [
     "--set",
@@ -39,7 +38,7 @@ def test_precision_and_threads_flags_reach_the_run():
         build_parser().parse_args(["train", "--precision", "fp16"])
 
 
-def test_train_export_and_predict_with_onnx_runtime(tmp_path, capsys):
+def test_train_export_and_predict_with_onnx_runtime(tmp_path, capsys, demo_data):
     pytest.importorskip("onnxruntime")
     run = tmp_path / "run"
     before = torch.get_num_threads()
@@ -55,7 +54,7 @@ def test_train_export_and_predict_with_onnx_runtime(tmp_path, capsys):
     assert graph.is_file() and graph.with_name("model.onnx.json").is_file()
     assert str(graph) in capsys.readouterr().out
     exported_at = graph.stat().st_mtime_ns
-    image = sorted(demo_root().glob("grass/test/good/*.png"))[0]
+    image = sorted(demo_data.glob("grass/test/good/*.png"))[0]
     pred = tmp_path / "pred"
     cmd = ["predict", "--checkpoint", str(run), str(image), "--out", str(pred)]
     assert main([*cmd, "--engine", "onnxruntime"]) == 0

@@ -94,9 +94,9 @@ def test_onnx_scores_differ_between_normal_and_other_images(graph):
     assert (flipped > scores).all()
 
 
-def test_predict_with_onnx_runtime_matches_torch(tiny_run, graph, tmp_path):
+def test_predict_with_onnx_runtime_matches_torch(tiny_run, graph, tmp_path, demo_data):
     exported_at = graph.stat().st_mtime_ns
-    images = sorted(paths.demo_root().glob("grass/test/*/*.png"))[:3]
+    images = sorted(demo_data.glob("grass/test/*/*.png"))[:3]
     folder = tmp_path / "in"
     folder.mkdir()
     for p in images:
