@@ -8,9 +8,11 @@
   8 heads, 4 + 4 layers, the plan's peer batch, 16), both over the quick profile's backbone
   features (Lite0: 512 channels on 16 x 16 tokens); fp32, and bf16 autocast where the
   device has bf16 instructions (emulated bf16 on a CPU without them is not measured).
-- Changes to the step, each as a ratio to the step without it: AdamW's ``foreach``
-  kernels (the trainer's optimiser) against torch's per-parameter loop (its CPU default),
-  the whole step; and the optimiser step alone, loop / foreach / fused, with how far the
+- Changes to the step, each as a ratio to the step without it: the CPU's dropout mask
+  (:func:`adtr_core.model.keep_mask`) against torch's ``bernoulli_`` dropout; AdamW's
+  ``foreach`` kernels (the trainer's optimiser) against torch's per-parameter loop (its CPU
+  default); the step as it was before both (torch's dropout and the loop), against which
+  bf16 is also given; each the whole step; and the optimiser step alone, loop / foreach / fused, with how far the
   fused kernel's update lies from the loop's.
 
 FLOPs are :func:`adtr_core.flops.experiment_step_flops` (3 x the forward's multiply-adds x 2).
@@ -23,10 +25,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from adtr_core import model as adtr_model
 from adtr_core.experiment import ExperimentConfig, build_feature_extractor, build_model
 from adtr_core.flops import experiment_step_flops
 from benchmarks.harness import Plan, interleaved, median, ratio
@@ -65,6 +69,19 @@ def _summary(cfg: ExperimentConfig, channels: int, grid: tuple[int, int]) -> dic
     return {**{k: getattr(cfg, k) for k in keys}, "channels": channels, "grid": list(grid)}
 
 
+def _torch_dropout(call: Callable[[], Any]) -> Callable[[], Any]:
+    """``call`` with torch's own dropout (``adtr_core.model.CPU_KEEP_MASK`` off)."""
+
+    def wrapped() -> Any:
+        adtr_model.CPU_KEEP_MASK = False
+        try:
+            return call()
+        finally:
+            adtr_model.CPU_KEEP_MASK = True
+
+    return wrapped
+
+
 def _fractions(flops: int, step: list[float], peak_flops: int, peak: list[float]) -> float:
     """Median over rounds of (flops / step time) / (peak flops / probe time)."""
     return median([(flops / s) / (peak_flops / p) for s, p in zip(step, peak)])
@@ -87,15 +104,28 @@ def size_run(
     n = plan.peak_size
     dtypes = [k for k in PROBE_DTYPES if k == "fp32" or _has_bf16(device)]
     fns = {f"peak {k}": peak_probe(n, PROBE_DTYPES[k], device) for k in dtypes}
-    fns |= {"fp32": lambda: fp32.step(f), "fp32, AdamW loop (before)": lambda: loop.step(f)}
+    before = "fp32, as before (torch's dropout, AdamW loop)"
+    fns |= {
+        "fp32": lambda: fp32.step(f),
+        "fp32, AdamW loop": lambda: loop.step(f),
+        "fp32, torch's dropout": _torch_dropout(lambda: fp32.step(f)),
+        before: _torch_dropout(lambda: loop.step(f)),
+    }
     if "bf16" in dtypes:
         fns["bf16"] = lambda: bf16.step(f)
     times = interleaved(fns, plan.rounds, device)
     peak_flops = 2 * n**3
     steps = [k for k in times if not k.startswith("peak")]
-    ratios = {"AdamW foreach / loop, whole step": ratio(times[steps[1]], times["fp32"])}
+    ratios = {
+        "CPU keep mask / torch's dropout, whole step": ratio(
+            times["fp32, torch's dropout"], times["fp32"]
+        ),
+        "AdamW foreach / loop, whole step": ratio(times["fp32, AdamW loop"], times["fp32"]),
+        "fp32 now / before": ratio(times[before], times["fp32"]),
+    }
     if "bf16" in times:
         ratios["bf16 / fp32"] = ratio(times["fp32"], times["bf16"])
+        ratios["bf16 now / fp32 before"] = ratio(times[before], times["bf16"])
     return {
         "config": _summary(cfg, channels, grid),
         "step_flops": flops,

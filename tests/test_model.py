@@ -160,3 +160,56 @@ def test_sine_position_embedding() -> None:
     assert torch.equal(grid[0, :, :16], grid[0, :1, :16].expand(6, 16))  # rows: first half
     assert torch.equal(grid[:, 0, 16:], grid[:1, 0, 16:].expand(4, 16))  # cols: second half
     assert "pos_embed" not in ADTR(ADTRConfig(**TINY)).state_dict()  # fixed, not learned
+
+
+# --------------------------------------------------------------------------- CPU dropout
+
+
+def test_keep_mask_drops_p_scales_the_rest_and_follows_the_seed() -> None:
+    from adtr_core.model import keep_mask
+
+    like = torch.empty(0)
+    torch.manual_seed(3)
+    m = keep_mask((1000, 1000), 0.1, like)
+    kept = round(0.9 * 65536)
+    assert m.shape == (1000, 1000) and m.dtype == torch.float32
+    assert m.unique().tolist() == [0.0, pytest.approx(65536 / kept)]
+    dropped = (m == 0).float().mean().item()
+    assert abs(dropped - (1 - kept / 65536)) < 2e-3  # 1e6 draws: sd 3e-4
+    assert abs(m.mean().item() - 1.0) < 2e-3  # the expectation is kept
+    rows = (m == 0).float().mean(dim=1)  # every slice of the 64-bit words is used alike
+    assert rows.std().item() < 0.02
+    cols = (m == 0).float().reshape(-1, 4).mean(dim=0)
+    assert (cols - dropped).abs().max().item() < 3e-3
+    torch.manual_seed(3)
+    assert torch.equal(keep_mask((1000, 1000), 0.1, like), m)
+    assert keep_mask((3, 5), 0.5, torch.empty(0, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_dropout_is_identity_in_eval_and_its_gradient_is_the_mask() -> None:
+    from adtr_core.model import dropout
+
+    x = torch.randn(64, 33, requires_grad=True)
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+    y = dropout(x, 0.1, training=True)
+    y.sum().backward()
+    mask = y.detach() / x.detach()
+    assert torch.allclose(x.grad, mask)
+    assert torch.equal(dropout(x, 1.0, training=True), torch.zeros_like(x))
+
+
+def test_attention_written_out_for_the_cpu_mask_equals_torchs(monkeypatch) -> None:
+    """With a mask of ones, the training path's explicit attention = SDPA without dropout."""
+    import adtr_core.model as model
+
+    torch.manual_seed(0)
+    attn = MultiheadAttention(32, 4, dropout=0.1).train()
+    q, kv = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    monkeypatch.setattr(model, "keep_mask", lambda shape, p, like: torch.ones(shape))
+    explicit, _ = attn(q, kv, kv)
+    attn.dropout = 0.0  # the SDPA path
+    reference, _ = attn(q, kv, kv)
+    assert torch.allclose(explicit, reference, atol=1e-5)
+    attn.dropout = 0.1
+    monkeypatch.setattr(model, "CPU_KEEP_MASK", False)  # torch's dropout inside SDPA
+    assert not torch.allclose(attn(q, kv, kv)[0], reference, atol=1e-5)
