@@ -266,7 +266,10 @@ class Trainer:
                 f"it was written for another model or configuration; {hint}.\n  {err}"
             ) from err
         try:
+            kernels = [g.get("foreach") for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            for group, foreach in zip(self.optimizer.param_groups, kernels):
+                group["foreach"] = foreach  # the kernels chosen now, not the checkpoint's
             if ckpt.get("scheduler") is not None:
                 state = dict(ckpt["scheduler"])
                 if isinstance(state.get("milestones"), dict):

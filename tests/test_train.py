@@ -329,3 +329,17 @@ def test_cuda_training_bf16_and_resume(tmp_path: Path):
     assert next(c.parameters()).is_cuda and len(hist) == 4
     for pa, pc in zip(a.parameters(), c.parameters()):
         torch.testing.assert_close(pa, pc, rtol=1e-3, atol=1e-3)
+
+
+def test_a_checkpoint_from_the_per_parameter_optimizer_resumes_on_foreach(tmp_path: Path):
+    """Checkpoints written before the trainer chose AdamW's foreach kernels store
+    ``foreach=None``; resuming keeps the kernels chosen now."""
+    ckpt = tmp_path / "ckpt.pt"
+    Trainer(_mlp(), _mse, _data(), _cfg(epochs=1), checkpoint_path=ckpt).fit()
+    state = load_checkpoint(ckpt)
+    for group in state["optimizer"]["param_groups"]:
+        group["foreach"] = None  # as the per-parameter loop wrote it
+    torch.save(state, ckpt)
+    trainer = Trainer(_mlp(), _mse, _data(), _cfg(epochs=2), checkpoint_path=ckpt)
+    assert [g["foreach"] for g in trainer.optimizer.param_groups] == [True]
+    assert len(trainer.fit()) == 2
