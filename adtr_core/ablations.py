@@ -18,8 +18,10 @@ from typing import Any
 import pandas as pd
 
 from adtr_core.backbone import BackboneWeightsError
-from adtr_core.experiment import ExperimentConfig, RunResult, build_feature_extractor
-from adtr_core.reporting import PAPER_ABLATION_PIXEL_AUROC
+from adtr_core.config import ExperimentConfig
+from adtr_core.experiment import build_feature_extractor
+from adtr_core.reporting.paper import PAPER_ABLATION_PIXEL_AUROC
+from adtr_core.results import RunResult
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def _parse_set(pairs: list[str]) -> dict:
 
 def train_config(args: argparse.Namespace):
     """Profile → flags → --set, as an ExperimentConfig (unknown keys are refused)."""
-    from adtr_core.experiment import ExperimentConfig
+    from adtr_core.config import ExperimentConfig
     from adtr_core.profiles import profile_params
 
     values = profile_params(args.profile, "train")
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict) -> None:
     import math
 
-    from adtr_core.experiment import absence_reason
+    from adtr_core.results import absence_reason
 
     for key in ("category", "image_auroc", "pixel_auroc", "pixel_aupro"):
         if key in metrics:
@@ -164,7 +164,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     _print_metrics(metrics)
     if args.json:
-        from adtr_core.experiment import metrics_for_json
+        from adtr_core.results import metrics_for_json
 
         print(json.dumps(metrics_for_json(metrics), indent=2, default=str))
     return 0

@@ -27,7 +27,7 @@ class TorchScorer:
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str | None = None):
         from adtr_core.device import resolve_device
-        from adtr_core.experiment import scoring_config
+        from adtr_core.evaluation import scoring_config
         from adtr_core.saved_runs import load_run_model
 
         self.device = resolve_device(device)

@@ -103,7 +103,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> Path:
         FolderBusyError: another process writes to ``out``'s folder (a run training there,
             or another export).
     """
-    from adtr_core.experiment import scoring_config
+    from adtr_core.evaluation import scoring_config
     from adtr_core.saved_runs import load_run_model
 
     if out is not None and not str(out).strip():

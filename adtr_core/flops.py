@@ -90,7 +90,7 @@ def experiment_step_flops(
     """FLOPs of one training step (``cfg.batch_size`` feature maps) of an experiment's model.
 
     Args:
-        cfg: an :class:`adtr_core.experiment.ExperimentConfig` whose ``model`` is ADTR or one
+        cfg: an :class:`adtr_core.config.ExperimentConfig` whose ``model`` is ADTR or one
             of its Table 4 variants.
         in_channels, grid: C and (h, w) of the backbone features; None: read from the
             backbone ``cfg`` names (built with random weights, nothing is downloaded).

@@ -41,7 +41,7 @@ def estimate_bytes(cfg, num_images: int | None = None) -> int:
     """The estimated peak memory of training and evaluating ``cfg`` on ``num_images`` images.
 
     Args:
-        cfg: an :class:`adtr_core.experiment.ExperimentConfig` (image_size, batch_size and
+        cfg: an :class:`adtr_core.config.ExperimentConfig` (image_size, batch_size and
             the widths of the reconstruction network are read).
         num_images: training plus test images; None: the per-batch terms only.
     """

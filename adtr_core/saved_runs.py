@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from adtr_core.checkpoints import checkpoint_file, load_checkpoint
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split, resolve_category
 from adtr_core.device import resolve_device
-from adtr_core.experiment import (
-    ExperimentConfig,
-    build_feature_extractor,
-    build_model,
-    evaluate_features,
-    scoring_config,
-)
+from adtr_core.evaluation import evaluate_features, scoring_config
+from adtr_core.experiment import build_feature_extractor, build_model
 from adtr_core.features import extract_features
 from adtr_core.precision import autocast_dtype
 from adtr_core.threads import ThreadRule

@@ -14,7 +14,7 @@ Two executors give identical results:
   started quietly and offline (no dashboard, no usage statistics).
 
 Both executors read the finished runs back from disk with
-:func:`adtr_core.experiment.load_result`, so a result is the same object whether it was
+:func:`adtr_core.results.load_result`, so a result is the same object whether it was
 trained now, trained by a Ray worker or found on disk.
 """
 
@@ -32,9 +32,11 @@ from typing import Any
 import pandas as pd
 
 from adtr_core import paths
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import resolve_category
-from adtr_core.experiment import ExperimentConfig, RunResult, load_result, run_experiment
+from adtr_core.experiment import run_experiment
 from adtr_core.io import read_json
+from adtr_core.results import RunResult, load_result
 
 EXECUTORS = ("local", "ray")
 # Environment variables a Ray worker needs to see the same files as the driver.

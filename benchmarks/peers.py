@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from adtr_core.backbone import BackboneConfig, build_backbone
+from adtr_core.config import ExperimentConfig
 from adtr_core.data import open_dataset
 from adtr_core.data.sources import list_categories, resolve_data_source
-from adtr_core.experiment import ExperimentConfig
 from adtr_core.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
 from adtr_core.profiles import profile_params
 from adtr_core.reconstructors import build_reconstructor

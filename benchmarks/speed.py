@@ -31,7 +31,8 @@ from typing import Any
 import torch
 
 from adtr_core import model as adtr_model
-from adtr_core.experiment import ExperimentConfig, build_feature_extractor, build_model
+from adtr_core.config import ExperimentConfig
+from adtr_core.experiment import build_feature_extractor, build_model
 from adtr_core.flops import experiment_step_flops
 from benchmarks.harness import Plan, interleaved, median, ratio
 from benchmarks.peer import step_trainer

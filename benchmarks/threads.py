@@ -39,7 +39,8 @@ _BUSY_LOOP = "while True: pass"
 
 def _worker(feature_file: str, variant: str, epochs: int, cfg_json: str) -> dict[str, Any]:
     """Train ``epochs`` + 1 epochs on the saved features; return the epoch times."""
-    from adtr_core.experiment import ExperimentConfig, build_model
+    from adtr_core.config import ExperimentConfig
+    from adtr_core.experiment import build_model
     from adtr_core.losses import l_norm
     from adtr_core.threads import ThreadRule
     from adtr_core.train import Trainer

@@ -27,13 +27,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
-from adtr_core.experiment import (
-    ExperimentConfig,
-    build_feature_extractor,
-    build_model,
-    run_experiment,
-)
+from adtr_core.experiment import build_feature_extractor, build_model, run_experiment
 from adtr_core.features import extract_features
 from adtr_core.losses import l_norm
 from adtr_core.train import TrainConfig, Trainer

@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 
 from adtr_core.ablations import ablation_orderings, ablation_table, variant_configs
-from adtr_core.experiment import ExperimentConfig, run_experiment
+from adtr_core.config import ExperimentConfig
+from adtr_core.experiment import run_experiment
 from adtr_core.profiles import profile_params
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from adtr_core import ablations
 from adtr_core.backbone import BackboneWeightsError
-from adtr_core.experiment import ExperimentConfig
+from adtr_core.config import ExperimentConfig
 
 
 def test_runnable_variants_builds_each_backbone_once_and_skips_missing_weights(monkeypatch):

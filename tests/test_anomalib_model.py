@@ -24,7 +24,8 @@ from anomalib.engine import Engine  # noqa: E402
 from adtr_core import paths  # noqa: E402
 from adtr_core.anomalib_model import Adtr, AdtrModel, adtr_config  # noqa: E402
 from adtr_core.baselines import CNNReconstructor  # noqa: E402
-from adtr_core.experiment import ExperimentConfig, build_model  # noqa: E402
+from adtr_core.config import ExperimentConfig
+from adtr_core.experiment import build_model  # noqa: E402
 from adtr_core.model import ADTR  # noqa: E402
 
 BOTTLE = paths.repo_root() / "data" / "mvtec_ad" / "bottle"

@@ -84,7 +84,7 @@ def test_mean_image_baseline() -> None:
 
 def test_every_trained_model_and_network_ablation_comes_from_the_registry() -> None:
     from adtr_core.ablations import VARIANTS
-    from adtr_core.experiment import MODELS
+    from adtr_core.config import MODELS
     from adtr_core.peers import PEER_MODELS
 
     assert MODELS == (*RECONSTRUCTORS, *PEER_MODELS)

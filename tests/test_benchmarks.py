@@ -127,7 +127,7 @@ def test_figures_wall_reads_the_manifest(tmp_path):
 
 
 def test_thread_benchmark_worker_trains_in_a_fresh_process(tmp_path):
-    from adtr_core.experiment import ExperimentConfig
+    from adtr_core.config import ExperimentConfig
     from benchmarks import threads
 
     cfg = ExperimentConfig(

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from adtr_core.cli import main
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.demo import ensure_demo
-from adtr_core.experiment import ExperimentConfig
 
 TINY = [
     "--data", "demo", "--category", "grass", "--profile", "smoke", "--epochs", "1",

@@ -7,8 +7,9 @@ import dataclasses
 
 import pytest
 
+from adtr_core.config import ExperimentConfig
 from adtr_core.data import DEMO_CATEGORIES
-from adtr_core.experiment import ExperimentConfig, run_experiment
+from adtr_core.experiment import run_experiment
 from adtr_core.profiles import profile_params
 from adtr_core.reporting import mean_image_baseline_metrics
 

@@ -14,18 +14,15 @@ from torch import nn
 
 from adtr_core import paths, reporting
 from adtr_core.cli import build_parser, train_config
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import (
     list_categories,
     resolve_category,
     resolve_data_source,
     resolve_data_sources,
 )
-from adtr_core.experiment import (
-    ExperimentConfig,
-    evaluate_features,
-    run_experiment,
-    scoring_config,
-)
+from adtr_core.evaluation import evaluate_features, scoring_config
+from adtr_core.experiment import run_experiment
 
 
 @pytest.fixture

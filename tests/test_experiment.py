@@ -7,14 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
-from adtr_core.experiment import (
-    ExperimentConfig,
-    load_result,
-    predict_features,
-    run_experiment,
-    scoring_config,
-)
+from adtr_core.evaluation import predict_features, scoring_config
+from adtr_core.experiment import run_experiment
+from adtr_core.results import load_result
 from adtr_core.saved_runs import evaluate_checkpoint, load_run_model
 
 TINY = dict(

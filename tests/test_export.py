@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from adtr_core import paths
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
 from adtr_core.engines import OnnxScorer, TorchScorer, build_scorer
-from adtr_core.experiment import ExperimentConfig, run_experiment
+from adtr_core.experiment import run_experiment
 from adtr_core.export import export_onnx, read_sidecar, sidecar_path
 from adtr_core.predict import predict_images
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from adtr_core.experiment import ExperimentConfig
+from adtr_core.config import ExperimentConfig
 from adtr_core.flops import experiment_step_flops, forward_macs, step_flops
 from adtr_core.losses import l_norm
 from adtr_core.model import ADTR, ADTRConfig

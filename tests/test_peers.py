@@ -132,7 +132,7 @@ def test_peer_config_checks() -> None:
 def test_cli_trains_a_peer_on_demo_data(tmp_path, capsys) -> None:
     """`adtr train --model patchcore` writes the same results folder as an ADTR run."""
     from adtr_core.cli import main
-    from adtr_core.experiment import load_result
+    from adtr_core.results import load_result
 
     out = tmp_path / "run"
     argv = ["train", "--data", "demo", "--category", "brick", "--model", "patchcore"]

@@ -411,7 +411,7 @@ def test_bad_selection_is_a_clear_error(notebooks_dir, capsys):
 
 
 SWEEP = """import os
-from adtr_core.experiment import ExperimentConfig
+from adtr_core.config import ExperimentConfig
 from adtr_core.outputs import save_table
 from adtr_core.sweep import results_table, run_sweep
 cfg = ExperimentConfig(

@@ -9,8 +9,9 @@ import torch
 from torch.utils.data import Subset
 
 from adtr_core import precision
+from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
-from adtr_core.experiment import ExperimentConfig, build_feature_extractor
+from adtr_core.experiment import build_feature_extractor
 from adtr_core.features import extract_features
 
 

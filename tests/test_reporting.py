@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from adtr_core import reporting
-from adtr_core.experiment import ExperimentConfig, RunResult
+from adtr_core.config import ExperimentConfig
+from adtr_core.results import RunResult
 
 
 def _png(path: Path, arr: np.ndarray) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from adtr_core import sweep
-from adtr_core.experiment import ExperimentConfig
+from adtr_core.config import ExperimentConfig
 from adtr_core.sweep import grid, results_table, run_dir, run_sweep
 
 
@@ -89,7 +89,7 @@ def test_folder_with_another_config_is_refused(tiny_config, tmp_path):
 
 
 def _fake_result(cfg: ExperimentConfig, auroc: float):
-    from adtr_core.experiment import RunResult
+    from adtr_core.results import RunResult
 
     return RunResult(
         out_dir=f"runs/{cfg.run_name()}",

@@ -9,17 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from adtr_core.config import ExperimentConfig
 from adtr_core.data import open_dataset
 from adtr_core.data.pasted import PastedPatchDataset, paste_patch
 from adtr_core.data.validation import MIN_HELD_OUT, Subset, anomalous_copies, holdout
-from adtr_core.experiment import (
-    ExperimentConfig,
+from adtr_core.evaluation import (
     SelfCheckWarning,
-    run_experiment,
     self_check_warning,
     validation_auroc,
     validation_features,
 )
+from adtr_core.experiment import run_experiment
 from adtr_core.scoring import ScoringConfig
 
 

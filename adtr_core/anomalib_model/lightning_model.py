@@ -4,7 +4,7 @@
 AdtrModel`: backbone, reconstruction network, scoring) with the normal-only loss L_norm
 (eq. 1) and the optimiser and schedule of a profile (AdamW, lr, weight decay, lr steps,
 gradient clipping, the budget in epochs or optimiser steps), all read from the package's
-:class:`~adtr_core.experiment.ExperimentConfig`, so that it trains as ``adtr train`` does.
+:class:`~adtr_core.config.ExperimentConfig`, so that it trains as ``adtr train`` does.
 What Lightning changes is listed in ``docs/anomalib.md``.
 
 Example:
@@ -42,8 +42,9 @@ from torchvision.transforms.v2 import Resize
 
 from adtr_core.ablations import VARIANTS
 from adtr_core.checkpoints import save_checkpoint
+from adtr_core.config import ExperimentConfig
 from adtr_core.device import epoch_seed, seed_everything
-from adtr_core.experiment import ExperimentConfig, init_output_bias
+from adtr_core.experiment import init_output_bias
 from adtr_core.losses import l_norm
 from adtr_core.profiles import PROFILES, profile_run
 from adtr_core.train import TrainConfig
@@ -64,7 +65,7 @@ def adtr_config(
         profile: ``smoke``, ``quick`` or ``paper`` (:mod:`adtr_core.profiles`).
         variant: a row of Table 4 (:data:`adtr_core.ablations.VARIANTS`: ``adtr``, ``cnn``,
             ``no_attention``, ``no_query``, ``pixels``, ``last_layer``, a backbone, ...).
-        overrides: :class:`~adtr_core.experiment.ExperimentConfig` fields set last, e.g.
+        overrides: :class:`~adtr_core.config.ExperimentConfig` fields set last, e.g.
             ``{"image_size": 128, "steps": 100}``.
 
     Raises:
@@ -113,7 +114,7 @@ class Adtr(AnomalibModule):
         post_processor, evaluator, visualizer: as for every anomalib model.
 
     Attributes:
-        config: the resolved :class:`~adtr_core.experiment.ExperimentConfig`.
+        config: the resolved :class:`~adtr_core.config.ExperimentConfig`.
         model: the :class:`AdtrModel` (backbone, reconstructor, scoring).
         train_config: the trainer settings of the last fit (epochs and lr milestones in epochs,
             from the budget and the training set's size), None before a fit.

@@ -27,12 +27,9 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from adtr_core.backbone import Backbone
-from adtr_core.experiment import (
-    ExperimentConfig,
-    build_feature_extractor,
-    build_model,
-    scoring_config,
-)
+from adtr_core.config import ExperimentConfig
+from adtr_core.evaluation import scoring_config
+from adtr_core.experiment import build_feature_extractor, build_model
 from adtr_core.scoring import ScoringConfig, score
 
 

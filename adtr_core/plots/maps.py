@@ -186,7 +186,7 @@ def example_rows(
     """Rows for :func:`score_map_grid` from chosen test images of a finished run.
 
     Args:
-        result: a :class:`adtr_core.experiment.RunResult` with ``score_maps``.
+        result: a :class:`adtr_core.results.RunResult` with ``score_maps``.
         picks: ``[(row position in result.scores, caption), ...]``.
         prefix: text put before each caption (e.g. the category).
         scale: ``(vmin, vmax)`` colour scale stored in each row (None: the grid's), e.g.
