@@ -36,7 +36,7 @@ setup: $(VENV)/.installed $(KERNEL_JSON)
 ## The main job: run every notebook with papermill (PROFILE=smoke|quick|paper, NOTEBOOK=02 for one,
 ## JOBS=1 to run them one after another; auto runs two at once on 2+ cores).
 figures: setup
-	$(PY) -m adtr_core.pipeline --profile $(PROFILE) --executor $(EXECUTOR) --jobs $(JOBS) $(if $(NOTEBOOK),--notebook $(NOTEBOOK))
+	$(PY) -m adtr_core.figures.pipeline --profile $(PROFILE) --executor $(EXECUTOR) --jobs $(JOBS) $(if $(NOTEBOOK),--notebook $(NOTEBOOK))
 
 ## Lint and the default test suite (CPU, a few minutes).
 test: setup
@@ -88,4 +88,4 @@ clean-cache:
 ## The reproduction as a static HTML site in build/book/: docs/ and the executed notebooks in
 ## figures/executed/ (MkDocs, mkdocs-jupyter; nothing re-executed, nothing downloaded).
 book: setup
-	$(PY) -m adtr_core.pipeline.book
+	$(PY) -m adtr_core.figures.pipeline.book

@@ -1,11 +1,12 @@
 """adtr_core: a reproduction of ADTR (You et al., 2022), Anomaly Detection Transformer
 with Feature Reconstruction.
 
-Stages, each a separate module: ``backbone`` (frozen multi-scale features) →
-``model`` / ``baselines`` (reconstruction) → ``scoring`` (score maps, image scores) →
-``metrics`` (AUROC, AU-PRO). ``losses`` holds eqs. 1, 6-9; ``train`` the one
-model-agnostic trainer; ``experiment`` wires a config to a results folder;
-``toy`` the "identical mapping" analysis of Sec. 3.2; ``data`` the datasets.
+The package is laid out by role (``docs/architecture.md``): ``method`` is the small core
+(backbone → ADTR / baselines → scoring → metrics, and the losses); ``data`` the data sources;
+``runs`` a config trained, evaluated and saved in a results folder; ``toy`` the "identical
+mapping" analysis of Sec. 3.2; ``figures`` the tables, plots and notebook pipeline;
+``deploy`` export, inference engines and the anomalib model; ``cli`` the ``adtr`` command.
+``paths`` and ``io`` are shared by all of them.
 """
 
 import warnings

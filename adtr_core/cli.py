@@ -5,7 +5,7 @@ Every command has ``--help``. ``adtr train`` takes its settings from a profile
 then from the flags, then from ``--set key=value`` pairs (any field of
 ``ExperimentConfig``).
 
-Every command that computes sets torch's threads by the rule of ``adtr_core.threads``
+Every command that computes sets torch's threads by the rule of ``adtr_core.runs.threads``
 (``--threads N`` or ``ADTR_THREADS`` fix the count).
 """
 
@@ -47,8 +47,8 @@ def _parse_set(pairs: list[str]) -> dict:
 
 def train_config(args: argparse.Namespace):
     """Profile → flags → --set, as an ExperimentConfig (unknown keys are refused)."""
-    from adtr_core.config import ExperimentConfig
-    from adtr_core.profiles import profile_params
+    from adtr_core.runs.config import ExperimentConfig
+    from adtr_core.runs.profiles import profile_params
 
     values = profile_params(args.profile, "train")
     flags = {
@@ -117,7 +117,7 @@ def _folder_values(args: argparse.Namespace, values: dict) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from adtr_core.experiment import run_experiment
+    from adtr_core.runs.experiment import run_experiment
 
     cfg = train_config(args)
     if args.out is not None and not args.out.strip():
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict) -> None:
     import math
 
-    from adtr_core.results import absence_reason
+    from adtr_core.runs.results import absence_reason
 
     for key in ("category", "image_auroc", "pixel_auroc", "pixel_aupro"):
         if key in metrics:
@@ -151,7 +151,7 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from adtr_core.saved_runs import evaluate_checkpoint
+    from adtr_core.runs.saved_runs import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         args.checkpoint,
@@ -164,14 +164,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     _print_metrics(metrics)
     if args.json:
-        from adtr_core.results import metrics_for_json
+        from adtr_core.runs.results import metrics_for_json
 
         print(json.dumps(metrics_for_json(metrics), indent=2, default=str))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from adtr_core.predict import OK, predict_images
+    from adtr_core.deploy.predict import OK, predict_images
 
     table = predict_images(
         args.checkpoint,
@@ -197,7 +197,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from adtr_core.export import export_onnx, sidecar_path
+    from adtr_core.deploy.export import export_onnx, sidecar_path
 
     path = export_onnx(args.checkpoint, args.out)
     print(f"ONNX graph (images -> score maps, image scores): {path}")
@@ -243,10 +243,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import os
 
     from adtr_core.data.sources import list_categories, resolve_data_source
-    from adtr_core.sweep import grid, results_table, run_sweep
+    from adtr_core.runs.sweep import grid, results_table, run_sweep
 
     if args.executor == "ray" and args.address:
-        from adtr_core.sweep import check_reachable
+        from adtr_core.runs.sweep import check_reachable
 
         check_reachable(args.address)  # in a second, before Ray's own retries
     base = train_config(args)
@@ -291,7 +291,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_figures(args: argparse.Namespace) -> int:
     import os
 
-    from adtr_core.pipeline import main as pipeline_main
+    from adtr_core.figures.pipeline import main as pipeline_main
 
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address

@@ -2,8 +2,8 @@
 
 For each backbone of the plan (random weights; timing does not depend on them) the eager
 pipeline of ``benchmarks.inference`` (fp32, as ``adtr predict`` runs on a CPU) is exported
-with ``adtr_core.export.ScoringGraph`` and run in ONNX Runtime with the thread count of
-``adtr_core.threads``; both are timed interleaved at every batch size of the plan. The
+with ``adtr_core.deploy.export.ScoringGraph`` and run in ONNX Runtime with the thread count of
+``adtr_core.runs.threads``; both are timed interleaved at every batch size of the plan. The
 largest relative difference of the image scores is kept beside each ratio.
 """
 
@@ -36,8 +36,8 @@ def run(plan: Plan, device: torch.device) -> dict[str, Any]:
 
 
 def _measure(name: str, plan: Plan, device: torch.device, path: Path) -> dict[str, Any]:
-    from adtr_core.engines import OnnxScorer
-    from adtr_core.export import ScoringGraph, _export, sidecar_path
+    from adtr_core.deploy.engines import OnnxScorer
+    from adtr_core.deploy.export import ScoringGraph, _export, sidecar_path
     from adtr_core.io import write_json
 
     pipe = build_pipeline(name, plan, device, bf16=False, channels_last=False)

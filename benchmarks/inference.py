@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from adtr_core.backbone import Backbone, BackboneConfig, build_backbone
-from adtr_core.reconstructors import build_reconstructor
-from adtr_core.scoring import ScoringConfig, score
+from adtr_core.method.backbone import Backbone, BackboneConfig, build_backbone
+from adtr_core.method.reconstructors import build_reconstructor
+from adtr_core.method.scoring import ScoringConfig, score
 from benchmarks.harness import MIB, PeakMemory, Plan, interleaved, median, ratio, tensor_bytes
 
 

@@ -26,14 +26,14 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Subset
 
-from adtr_core import features as features_mod
 from adtr_core.data import open_dataset
-from adtr_core.model import ADTR, ADTRConfig
-from adtr_core.scoring import (
+from adtr_core.method.model import ADTR, ADTRConfig
+from adtr_core.method.scoring import (
     ScoringConfig,
     reference_score,
     score,
 )
+from adtr_core.runs import features as features_mod
 from benchmarks.harness import Plan, interleaved, median, ratio
 from benchmarks.inference import build_pipeline
 from benchmarks.peer import step_trainer

@@ -11,7 +11,7 @@ cross-attention keys from ``memory + pos``). In eval mode without gradients the
 ``scaled_dot_product_attention`` inside.
 
 Compared: the forward pass (eval, inference mode) and one training step at the same batch,
-taken by the package's own :meth:`adtr_core.train.Trainer.step` (forward, the L_norm loss,
+taken by the package's own :meth:`adtr_core.runs.train.Trainer.step` (forward, the L_norm loss,
 backward, gradient clipping, AdamW). :func:`step_trainer` builds that trainer for the other
 benchmarks too.
 """
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from adtr_core.losses import l_norm
-from adtr_core.model import ADTR, ADTRConfig, sine_position_embedding
-from adtr_core.train import TrainConfig, Trainer
+from adtr_core.method.losses import l_norm
+from adtr_core.method.model import ADTR, ADTRConfig, sine_position_embedding
+from adtr_core.runs.train import TrainConfig, Trainer
 from benchmarks.harness import Plan, interleaved, median, ratio
 
 

@@ -26,14 +26,14 @@ from typing import Any
 
 import torch
 
-from adtr_core.backbone import BackboneConfig, build_backbone
-from adtr_core.config import ExperimentConfig
 from adtr_core.data import open_dataset
 from adtr_core.data.sources import list_categories, resolve_data_source
-from adtr_core.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
-from adtr_core.profiles import profile_params
-from adtr_core.reconstructors import build_reconstructor
-from adtr_core.scoring import ScoringConfig, score
+from adtr_core.method.backbone import BackboneConfig, build_backbone
+from adtr_core.method.reconstructors import build_reconstructor
+from adtr_core.method.scoring import ScoringConfig, score
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
+from adtr_core.runs.profiles import profile_params
 from benchmarks.harness import MIB, PeakMemory, Plan, median, release_memory, sync, tensor_bytes
 from benchmarks.peer import step_trainer
 

@@ -22,11 +22,11 @@ from benchmarks.harness import Plan, interleaved, median, ratio
 
 def run(plan: Plan, device: torch.device) -> dict[str, Any]:
     from adtr_core.data.sources import open_split
-    from adtr_core.experiment import build_feature_extractor, build_model
-    from adtr_core.features import extract_features
-    from adtr_core.losses import l_norm
-    from adtr_core.precision import cpu_has_bf16
-    from adtr_core.train import Trainer
+    from adtr_core.method.losses import l_norm
+    from adtr_core.runs.experiment import build_feature_extractor, build_model
+    from adtr_core.runs.features import extract_features
+    from adtr_core.runs.precision import cpu_has_bf16
+    from adtr_core.runs.train import Trainer
     from benchmarks.inference import build_pipeline
     from benchmarks.training import _epoch_runner, profile_config
 

@@ -29,7 +29,7 @@ def figures_wall(figures_dir: Path | None = None) -> dict[str, Any]:
     """The quick profile's wall time from ``figures/MANIFEST.json``: the last whole pipeline
     run's, else the sum of the notebooks' last runs (with their per-notebook times)."""
     from adtr_core import paths
-    from adtr_core.pipeline import discover_notebooks, read_manifest
+    from adtr_core.figures.pipeline import discover_notebooks, read_manifest
 
     manifest = read_manifest(figures_dir)
     runs = {

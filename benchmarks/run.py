@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
-from adtr_core.device import resolve_device  # noqa: E402
+from adtr_core.runs.device import resolve_device  # noqa: E402
 from benchmarks import (  # noqa: E402
     engines,
     harness,

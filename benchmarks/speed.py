@@ -2,20 +2,20 @@
 
 - Peak probe: ``torch.mm`` of two square matrices (2048 x 2048; the tiny plan 256), fp32
   and bf16: the FLOP/s the machine reaches on the work a step is counted in.
-- Training step: the package's :meth:`~adtr_core.train.Trainer.step` (L_norm, backward,
+- Training step: the package's :meth:`~adtr_core.runs.train.Trainer.step` (L_norm, backward,
   gradient clipping, AdamW) on random features, at the quick size (the quick profile's ADTR
   and batch, ``benchmarks.training.profile_config``) and the paper size (width 256, FFN 1024,
   8 heads, 4 + 4 layers, the plan's peer batch, 16), both over the quick profile's backbone
   features (Lite0: 512 channels on 16 x 16 tokens); fp32, and bf16 autocast where the
   device has bf16 instructions (emulated bf16 on a CPU without them is not measured).
 - Changes to the step, each as a ratio to the step without it: the CPU's dropout mask
-  (:func:`adtr_core.model.keep_mask`) against torch's ``bernoulli_`` dropout; AdamW's
+  (:func:`adtr_core.method.model.keep_mask`) against torch's ``bernoulli_`` dropout; AdamW's
   ``foreach`` kernels (the trainer's optimiser) against torch's per-parameter loop (its CPU
   default); the step as it was before both (torch's dropout and the loop), against which
   bf16 is also given; each the whole step; and the optimiser step alone, loop / foreach / fused, with how far the
   fused kernel's update lies from the loop's.
 
-FLOPs are :func:`adtr_core.flops.experiment_step_flops` (3 x the forward's multiply-adds x 2).
+FLOPs are :func:`adtr_core.runs.flops.experiment_step_flops` (3 x the forward's multiply-adds x 2).
 Each size's probes and steps are interleaved round by round, so every fraction of the peak
 is taken per round (the step's FLOP/s over the probe's of the same round) and its median
 reported: a burst of load on a shared machine slows both.
@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-from adtr_core import model as adtr_model
-from adtr_core.config import ExperimentConfig
-from adtr_core.experiment import build_feature_extractor, build_model
-from adtr_core.flops import experiment_step_flops
+from adtr_core.method import model as adtr_model
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import build_feature_extractor, build_model
+from adtr_core.runs.flops import experiment_step_flops
 from benchmarks.harness import Plan, interleaved, median, ratio
 from benchmarks.peer import step_trainer
 
@@ -54,7 +54,7 @@ def peak_probe(n: int, dtype: torch.dtype, device: torch.device):
 def _has_bf16(device: torch.device) -> bool:
     """bf16 matrix instructions (CUDA, or a CPU with avx512_bf16 / AMX); without them bf16 is
     emulated, thousands of times slower than fp32, and not measured."""
-    from adtr_core.precision import cpu_has_bf16
+    from adtr_core.runs.precision import cpu_has_bf16
 
     return device.type == "cuda" or cpu_has_bf16()
 
@@ -71,7 +71,7 @@ def _summary(cfg: ExperimentConfig, channels: int, grid: tuple[int, int]) -> dic
 
 
 def _torch_dropout(call: Callable[[], Any]) -> Callable[[], Any]:
-    """``call`` with torch's own dropout (``adtr_core.model.CPU_KEEP_MASK`` off)."""
+    """``call`` with torch's own dropout (``adtr_core.method.model.CPU_KEEP_MASK`` off)."""
 
     def wrapped() -> Any:
         adtr_model.CPU_KEEP_MASK = False

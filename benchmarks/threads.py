@@ -5,7 +5,7 @@ features for a few epochs in a fresh process, so that each gets its own OpenMP r
 
 - ``1 thread`` and ``2 threads`` (all cores): ``torch.set_num_threads`` and OpenMP's
   default wait policy, as a plain torch program runs;
-- ``rule``: ``adtr_core.threads`` (threads from the free cores, re-chosen every epoch),
+- ``rule``: ``adtr_core.runs.threads`` (threads from the free cores, re-chosen every epoch),
   as ``adtr train``, the notebooks and the sweeps run;
 - ``2 threads, passive``: 2 threads with ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads
   sleep), the wait policy the rule does not use.
@@ -39,11 +39,11 @@ _BUSY_LOOP = "while True: pass"
 
 def _worker(feature_file: str, variant: str, epochs: int, cfg_json: str) -> dict[str, Any]:
     """Train ``epochs`` + 1 epochs on the saved features; return the epoch times."""
-    from adtr_core.config import ExperimentConfig
-    from adtr_core.experiment import build_model
-    from adtr_core.losses import l_norm
-    from adtr_core.threads import ThreadRule
-    from adtr_core.train import Trainer
+    from adtr_core.method.losses import l_norm
+    from adtr_core.runs.config import ExperimentConfig
+    from adtr_core.runs.experiment import build_model
+    from adtr_core.runs.threads import ThreadRule
+    from adtr_core.runs.train import Trainer
 
     cfg = ExperimentConfig.from_dict(json.loads(cfg_json))
     rule = ThreadRule("auto" if variant == "rule" else int(variant.split()[0]))
@@ -84,8 +84,8 @@ def run(plan: Plan, device: torch.device) -> dict[str, Any]:
     if plan.name == "tiny":  # six fresh processes: the smoke test runs one worker on its own
         return {"skipped": "not in the tiny plan"}
     from adtr_core.data.sources import open_split
-    from adtr_core.experiment import build_feature_extractor
-    from adtr_core.features import extract_features
+    from adtr_core.runs.experiment import build_feature_extractor
+    from adtr_core.runs.features import extract_features
     from benchmarks.training import profile_config
 
     cfg, note = profile_config(plan, device)

@@ -1,7 +1,7 @@
 """Training: an epoch on cached features against one that recomputes them, time-to-metric.
 
 - Epoch cost: the quick profile's training configuration (notebook ``02_train_category``'s
-  declared parameters, overridden by its section of ``adtr_core/profiles/quick.yaml``) on
+  declared parameters, overridden by its section of ``adtr_core/runs/profiles/quick.yaml``) on
   the demo data, trained by the package's ``Trainer``: once on cached backbone features
   (``extract_features``), once computing the features from the images inside every step.
   Both variants use the same model, loss (L_norm), batch size and optimiser; the two
@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
-from adtr_core.experiment import build_feature_extractor, build_model, run_experiment
-from adtr_core.features import extract_features
-from adtr_core.losses import l_norm
-from adtr_core.train import TrainConfig, Trainer
-from adtr_core.weights import BackboneWeightsError
+from adtr_core.method.losses import l_norm
+from adtr_core.method.weights import BackboneWeightsError
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import build_feature_extractor, build_model, run_experiment
+from adtr_core.runs.features import extract_features
+from adtr_core.runs.train import TrainConfig, Trainer
 from benchmarks.harness import Plan, interleaved, median, ratio
 
 PROFILE = "quick"
@@ -49,8 +49,8 @@ def profile_config(plan: Plan, device: torch.device) -> tuple[ExperimentConfig, 
     profile's section when there is one; ADTR's defaults fill in the rest.
     """
     from adtr_core import paths
-    from adtr_core.pipeline import declared_parameters
-    from adtr_core.profiles import profile_params
+    from adtr_core.figures.pipeline import declared_parameters
+    from adtr_core.runs.profiles import profile_params
 
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     params: dict[str, Any] = {}

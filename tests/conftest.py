@@ -45,7 +45,7 @@ def _tmp_outputs(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def tiny_config():
     """A smoke-sized ExperimentConfig (demo data, 64 px, one epoch, a two-layer transformer)."""
-    from adtr_core.config import ExperimentConfig
+    from adtr_core.runs.config import ExperimentConfig
 
     return ExperimentConfig(
         data="demo",

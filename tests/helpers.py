@@ -19,8 +19,8 @@ import pandas as pd
 from torch import nn
 
 from adtr_core.data.errors import DatasetError
-from adtr_core.metrics import METRIC_KEYS
-from adtr_core.weights import BackboneWeightsError, resolve_weights, seeded_create
+from adtr_core.method.metrics import METRIC_KEYS
+from adtr_core.method.weights import BackboneWeightsError, resolve_weights, seeded_create
 
 
 # ------------------------------------------------------------- CIFAR files in the original format
@@ -153,7 +153,7 @@ def build_classifier(name: str, weights: str = "auto") -> nn.Module:
     """timm's full ImageNet classifier for ``name`` with ``weights`` loaded, in eval mode.
 
     Used to check that weights are genuine (e.g. a cat photograph gets a cat class). The
-    classifier expects inputs normalised with :func:`adtr_core.backbone.normalisation`.
+    classifier expects inputs normalised with :func:`adtr_core.method.backbone.normalisation`.
     """
     state, _ = resolve_weights(name, weights)
     model = seeded_create(name)

@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 
-from adtr_core.ablations import ablation_orderings, ablation_table, variant_configs
-from adtr_core.config import ExperimentConfig
-from adtr_core.experiment import run_experiment
-from adtr_core.profiles import profile_params
+from adtr_core.figures.ablations import ablation_orderings, ablation_table, variant_configs
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import run_experiment
+from adtr_core.runs.profiles import profile_params
 
 
 @pytest.mark.slow

@@ -1,10 +1,10 @@
-"""Tests of adtr_core.ablations: variants whose backbone weights are missing are set aside."""
+"""Tests of adtr_core.figures.ablations: variants whose backbone weights are missing are set aside."""
 
 from __future__ import annotations
 
-from adtr_core import ablations
-from adtr_core.backbone import BackboneWeightsError
-from adtr_core.config import ExperimentConfig
+from adtr_core.figures import ablations
+from adtr_core.method.backbone import BackboneWeightsError
+from adtr_core.runs.config import ExperimentConfig
 
 
 def test_runnable_variants_builds_each_backbone_once_and_skips_missing_weights(monkeypatch):

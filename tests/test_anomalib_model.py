@@ -22,11 +22,11 @@ from anomalib.data import InferenceBatch, MVTecAD  # noqa: E402
 from anomalib.engine import Engine  # noqa: E402
 
 from adtr_core import paths  # noqa: E402
-from adtr_core.anomalib_model import Adtr, AdtrModel, adtr_config  # noqa: E402
-from adtr_core.baselines import CNNReconstructor  # noqa: E402
-from adtr_core.config import ExperimentConfig
-from adtr_core.experiment import build_model  # noqa: E402
-from adtr_core.model import ADTR  # noqa: E402
+from adtr_core.deploy.anomalib_model import Adtr, AdtrModel, adtr_config  # noqa: E402
+from adtr_core.method.baselines import CNNReconstructor  # noqa: E402
+from adtr_core.method.model import ADTR  # noqa: E402
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import build_model  # noqa: E402
 
 BOTTLE = paths.repo_root() / "data" / "mvtec_ad" / "bottle"
 SMOKE = {"batch_size": 4}  # the smoke profile (64 px, one epoch, 1 + 1 layers), 2 steps here
@@ -145,7 +145,7 @@ def test_engine_fit_and_test_report_image_and_pixel_auroc(trained, tiny_root):
 
 
 def test_saved_run_is_read_by_the_package_predict(trained, tmp_path):
-    from adtr_core.predict import predict_images
+    from adtr_core.deploy.predict import predict_images
 
     model = trained[0]
     run = model.save_run(tmp_path / "run")
@@ -180,7 +180,7 @@ def test_anomalib_cli_trains_and_tests_from_a_config_file(tiny_root, tmp_path, m
         "default_root_dir": str(tmp_path / "results"),
         "trainer": {"enable_progress_bar": False},
         "model": {
-            "class_path": "adtr_core.anomalib_model.Adtr",
+            "class_path": "adtr_core.deploy.anomalib_model.Adtr",
             "init_args": {"profile": "smoke", "overrides": SMOKE},
         },
         "data": {
@@ -250,7 +250,7 @@ def test_exported_graph_in_anomalibs_inferencer_agrees_with_the_package_engine(
 ):
     """anomalib's ONNX graph in its inferencer = the package's engine on the same weights
     (:meth:`Adtr.save_run`) followed by anomalib's post-processing (normalisation)."""
-    from adtr_core.engines import build_scorer
+    from adtr_core.deploy.engines import build_scorer
 
     model = trained[0]
     images, predictions, work = deployed
@@ -268,7 +268,7 @@ def test_exported_graph_in_anomalibs_inferencer_agrees_with_the_package_engine(
 
 
 def test_benchmark_table_puts_adtr_beside_padim_and_patchcore(tiny_root):
-    from adtr_core.anomalib_model.benchmark import benchmark_table
+    from adtr_core.deploy.anomalib_model.benchmark import benchmark_table
 
     table = benchmark_table(tiny_root, "bottle", profile="smoke", overrides=SMOKE)
     assert list(table["model"]) == ["PaDiM", "PatchCore", "ADTR"]
@@ -281,8 +281,8 @@ def test_benchmark_table_puts_adtr_beside_padim_and_patchcore(tiny_root):
 
 @pytest.mark.slow  # two quick-profile trainings on the whole bottle category
 def test_anomalib_metrics_agree_with_adtr_train_at_the_quick_profile(tmp_path, monkeypatch):
-    from adtr_core.experiment import run_experiment
-    from adtr_core.profiles import profile_run
+    from adtr_core.runs.experiment import run_experiment
+    from adtr_core.runs.profiles import profile_run
 
     monkeypatch.chdir(tmp_path)
     cfg = ExperimentConfig.from_dict(

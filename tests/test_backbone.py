@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from helpers import build_classifier
 
-from adtr_core import backbone as bb
-from adtr_core import weights as weights_mod
-from adtr_core.backbone import SUPPORTED_NAMES, BackboneConfig, build_backbone, normalisation
-from adtr_core.weights import BackboneWeightsError
+from adtr_core.method import backbone as bb
+from adtr_core.method import weights as weights_mod
+from adtr_core.method.backbone import SUPPORTED_NAMES, BackboneConfig, build_backbone, normalisation
+from adtr_core.method.weights import BackboneWeightsError
 
 SIZE = 64  # 4x4 grid: tiny but every stage (stride 2..32) is at least 2x2
 

@@ -58,8 +58,8 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_any_work(tmp_path, ca
 
 
 def test_the_memory_estimate_accepts_the_paper_settings():
-    from adtr_core.config import ExperimentConfig
-    from adtr_core.memory import estimate_bytes
+    from adtr_core.runs.config import ExperimentConfig
+    from adtr_core.runs.memory import estimate_bytes
 
     paper = estimate_bytes(ExperimentConfig(image_size=256), num_images=500)
     assert 1 * 2**30 < paper < 4 * 2**30
@@ -136,8 +136,8 @@ def test_any_nonzero_mask_value_is_defect_and_many_values_warn(tmp_path):
 
 
 def test_empty_masks_are_told_from_no_masks():
-    from adtr_core.metrics import compute_metrics
-    from adtr_core.results import absence_reason
+    from adtr_core.method.metrics import compute_metrics
+    from adtr_core.runs.results import absence_reason
 
     labels, scores = np.array([0, 1, 1]), np.array([0.1, 0.5, 0.9])
     maps = np.random.default_rng(0).random((3, 8, 8))

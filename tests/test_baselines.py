@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adtr_core.baselines import (
+from adtr_core.method.baselines import (
     CNNReconstructor,
     CNNReconstructorConfig,
     MeanImageBaseline,
     count_parameters,
 )
-from adtr_core.model import ADTR
-from adtr_core.reconstructors import RECONSTRUCTORS, build_reconstructor
+from adtr_core.method.model import ADTR
+from adtr_core.method.reconstructors import RECONSTRUCTORS, build_reconstructor
 
 
 def test_cnn_parameter_count_comparable_to_adtr() -> None:
@@ -83,9 +83,9 @@ def test_mean_image_baseline() -> None:
 
 
 def test_every_trained_model_and_network_ablation_comes_from_the_registry() -> None:
-    from adtr_core.ablations import VARIANTS
-    from adtr_core.config import MODELS
-    from adtr_core.peers import PEER_MODELS
+    from adtr_core.figures.ablations import VARIANTS
+    from adtr_core.runs.config import MODELS
+    from adtr_core.runs.peers import PEER_MODELS
 
     assert MODELS == (*RECONSTRUCTORS, *PEER_MODELS)
     models = {v.changes["model"] for v in VARIANTS.values() if "model" in v.changes}

@@ -10,7 +10,7 @@ from adtr_core import paths
 
 sys.path.insert(0, str(paths.repo_root()))  # the benchmarks/ folder is not an installed package
 
-from adtr_core.model import ADTRConfig  # noqa: E402
+from adtr_core.method.model import ADTRConfig  # noqa: E402
 from benchmarks import harness, peer, report  # noqa: E402
 from benchmarks import run as bench  # noqa: E402
 
@@ -114,7 +114,7 @@ def test_figures_wall_reads_the_manifest(tmp_path):
 
     # A whole pipeline run (two notebooks at once) is timed as one: its own wall time.
     from adtr_core import paths
-    from adtr_core.pipeline import discover_notebooks
+    from adtr_core.figures.pipeline import discover_notebooks
 
     every = [nb.stem for nb in discover_notebooks(paths.notebooks_dir())]
     run = {"profile": "quick", "status": "ok", "jobs": 2, "notebooks": every, "wall_s": 12.0}
@@ -127,7 +127,7 @@ def test_figures_wall_reads_the_manifest(tmp_path):
 
 
 def test_thread_benchmark_worker_trains_in_a_fresh_process(tmp_path):
-    from adtr_core.config import ExperimentConfig
+    from adtr_core.runs.config import ExperimentConfig
     from benchmarks import threads
 
     cfg = ExperimentConfig(

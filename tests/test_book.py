@@ -25,7 +25,7 @@ import yaml
 from test_browser import CHROMIUM_FLAGS, _chromium
 
 from adtr_core import paths
-from adtr_core.pipeline import book
+from adtr_core.figures.pipeline import book
 
 ROOT = paths.repo_root()
 FIGURES = ROOT / "figures"  # the committed figures (the tests' ADTR_FIGURES is a tmp folder)
@@ -68,7 +68,7 @@ def test_the_book_needs_the_executed_notebooks(tmp_path):
 
 def test_make_book_builds_it():
     makefile = (ROOT / "Makefile").read_text()
-    assert "\nbook: setup\n\t$(PY) -m adtr_core.pipeline.book\n" in makefile
+    assert "\nbook: setup\n\t$(PY) -m adtr_core.figures.pipeline.book\n" in makefile
 
 
 # --- in a browser -------------------------------------------------------------------------
@@ -202,4 +202,4 @@ def test_the_crawl_finds_a_missing_image_and_a_broken_link(browser, site, tmp_pa
     finally:
         server.shutdown()
     assert any("image does not load" in p and "04_score_maps_bottle" in p for p in problems)
-    assert any("broken link docs/layout.html" in p for p in problems), problems
+    assert any("broken link docs/architecture.html" in p for p in problems), problems

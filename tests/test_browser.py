@@ -34,7 +34,7 @@ import nbformat
 import pytest
 
 from adtr_core import paths
-from adtr_core.pipeline import KERNELSPEC, run_notebook
+from adtr_core.figures.pipeline import KERNELSPEC, run_notebook
 
 pytestmark = pytest.mark.browser
 

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from adtr_core.cli import main
-from adtr_core.config import ExperimentConfig
 from adtr_core.data.demo import ensure_demo
+from adtr_core.runs.config import ExperimentConfig
 
 TINY = [
     "--data", "demo", "--category", "grass", "--profile", "smoke", "--epochs", "1",
@@ -216,7 +216,7 @@ TRAIN_ARGS = [*TINY, "--set", "batch_size=4"]
 
 
 def _checkpoint_epoch(path: Path) -> int:
-    from adtr_core.checkpoints import load_checkpoint
+    from adtr_core.runs.checkpoints import load_checkpoint
 
     try:
         return int(load_checkpoint(path)["epoch"])
@@ -431,7 +431,7 @@ def test_every_input_gets_its_own_overlay(trained, tmp_path, capsys, demo_data):
 
 
 def test_a_second_predict_into_one_folder_stops_at_its_lock(trained, tmp_path, capsys):
-    from adtr_core.results_folder import folder_lock
+    from adtr_core.runs.results_folder import folder_lock
 
     images = _two_images(tmp_path / "images")
     pred = tmp_path / "pred"
@@ -445,7 +445,7 @@ def test_a_second_predict_into_one_folder_stops_at_its_lock(trained, tmp_path, c
 def test_ctrl_c_in_predict_leaves_nothing_and_speaks_of_predict(
     trained, tmp_path, capsys, monkeypatch
 ):
-    import adtr_core.plots.maps as maps
+    import adtr_core.figures.plots.maps as maps
 
     real, calls = maps.save_overlay, []
 

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from adtr_core.config import ExperimentConfig
 from adtr_core.data import DEMO_CATEGORIES
-from adtr_core.experiment import run_experiment
-from adtr_core.profiles import profile_params
-from adtr_core.reporting import mean_image_baseline_metrics
+from adtr_core.figures.reporting import mean_image_baseline_metrics
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import run_experiment
+from adtr_core.runs.profiles import profile_params
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ MOVED_SECTIONS = {
     'The "identical mapping" analysis (Sec. 3.2)': "identical-mapping.md",
     "Performance": "performance.md",
     "Choices where the paper is silent": "choices.md",
-    "Layout": "layout.md",
+    "Layout": "architecture.md",
 }
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 

@@ -12,17 +12,18 @@ import pytest
 import torch
 from torch import nn
 
-from adtr_core import paths, reporting
+from adtr_core import paths
 from adtr_core.cli import build_parser, train_config
-from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import (
     list_categories,
     resolve_category,
     resolve_data_source,
     resolve_data_sources,
 )
-from adtr_core.evaluation import evaluate_features, scoring_config
-from adtr_core.experiment import run_experiment
+from adtr_core.figures import reporting
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.evaluation import evaluate_features, scoring_config
+from adtr_core.runs.experiment import run_experiment
 
 
 @pytest.fixture
@@ -131,8 +132,8 @@ def test_small_adtr_beats_the_trivial_baseline_on_real_bottles(no_mvtec_root, tm
     assert adtr["pixel_aupro"] >= trivial["pixel_aupro"] + 0.15
     # the same evaluation of a model that outputs its input is at chance and would fail
     from adtr_core.data.sources import open_split
-    from adtr_core.experiment import build_feature_extractor
-    from adtr_core.features import extract_features
+    from adtr_core.runs.experiment import build_feature_extractor
+    from adtr_core.runs.features import extract_features
 
     test_f = extract_features(build_feature_extractor(cfg), open_split(cfg, "test"), progress=False)
     identity, _, _ = evaluate_features(_Identity(), test_f, scoring_config(cfg))

@@ -1,18 +1,18 @@
-"""Tests of adtr_core.embedding: difference vectors, position grouping, deterministic t-SNE."""
+"""Tests of adtr_core.figures.embedding: difference vectors, position grouping, deterministic t-SNE."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from adtr_core.embedding import (
+from adtr_core.figures.embedding import (
     collect_positions,
     difference_vectors,
     group_agreement,
     neighbour_agreement,
     tsne_embedding,
 )
-from adtr_core.masks import mask_to_grid
+from adtr_core.method.masks import mask_to_grid
 
 
 def _clusters(n: int = 40, dim: int = 16, gap: float = 8.0, seed: int = 0):

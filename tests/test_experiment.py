@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
-from adtr_core.evaluation import predict_features, scoring_config
-from adtr_core.experiment import run_experiment
-from adtr_core.results import load_result
-from adtr_core.saved_runs import evaluate_checkpoint, load_run_model
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.evaluation import predict_features, scoring_config
+from adtr_core.runs.experiment import run_experiment
+from adtr_core.runs.results import load_result
+from adtr_core.runs.saved_runs import evaluate_checkpoint, load_run_model
 
 TINY = dict(
     data="demo",
@@ -110,8 +110,8 @@ def test_trained_model_scores_an_implanted_defect_above_its_surroundings(tmp_pat
 
 def test_training_masks_reach_the_grid_by_max_pooling():
     """L_px sees a cell as anomalous when any of its pixels is (a one-pixel blob counts)."""
-    from adtr_core.experiment import _features_dataset
-    from adtr_core.features import FeatureSet
+    from adtr_core.runs.experiment import _features_dataset
+    from adtr_core.runs.features import FeatureSet
 
     masks = torch.zeros(2, 1, 64, 64)
     masks[0, 0, 5, 5] = 1.0  # one pixel in cell (0, 0) of a 4x4 grid

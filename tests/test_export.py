@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from adtr_core import paths
-from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
-from adtr_core.engines import OnnxScorer, TorchScorer, build_scorer
-from adtr_core.experiment import run_experiment
-from adtr_core.export import export_onnx, read_sidecar, sidecar_path
-from adtr_core.predict import predict_images
+from adtr_core.deploy.engines import OnnxScorer, TorchScorer, build_scorer
+from adtr_core.deploy.export import export_onnx, read_sidecar, sidecar_path
+from adtr_core.deploy.predict import predict_images
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import run_experiment
 
 pytest.importorskip("onnxruntime")
 
@@ -129,7 +129,7 @@ def test_onnx_runtime_agrees_with_eager_on_the_embedded_bottle(tmp_path):
 def test_a_truncated_graph_is_exported_again(tiny_run, graph, tmp_path, monkeypatch):
     import shutil
 
-    import adtr_core.export
+    import adtr_core.deploy.export
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -142,12 +142,14 @@ def test_a_truncated_graph_is_exported_again(tiny_run, graph, tmp_path, monkeypa
         out.write_bytes(data)
         return out
 
-    monkeypatch.setattr(adtr_core.export, "export_onnx", export)
+    monkeypatch.setattr(adtr_core.deploy.export, "export_onnx", export)
     scorer = build_scorer(run, engine="onnxruntime")
     assert exports == [run / "model.onnx"]
     assert scorer(_test_images(ExperimentConfig(**TINY), 2))[1].shape == (2,)
     (run / "model.onnx").write_bytes(b"garbage")
-    monkeypatch.setattr(adtr_core.export, "export_onnx", lambda c, o: o)  # exports garbage again
+    monkeypatch.setattr(
+        adtr_core.deploy.export, "export_onnx", lambda c, o: o
+    )  # exports garbage again
     with pytest.raises(RuntimeError, match="cannot load .*model.onnx even after exporting"):
         build_scorer(run, engine="onnxruntime")
 

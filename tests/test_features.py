@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-import adtr_core.features as features_mod
-from adtr_core.features import FeatureSet, clear_memory_cache, extract_features
-from adtr_core.train import TrainConfig, Trainer
+import adtr_core.runs.features as features_mod
+from adtr_core.runs.features import FeatureSet, clear_memory_cache, extract_features
+from adtr_core.runs.train import TrainConfig, Trainer
 
 S = 16  # image size; the stand-in backbone has stride 4 -> 4x4 grid
 

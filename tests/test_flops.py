@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from adtr_core.config import ExperimentConfig
-from adtr_core.flops import experiment_step_flops, forward_macs, step_flops
-from adtr_core.losses import l_norm
-from adtr_core.model import ADTR, ADTRConfig
+from adtr_core.method.losses import l_norm
+from adtr_core.method.model import ADTR, ADTRConfig
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.flops import experiment_step_flops, forward_macs, step_flops
 
 TINY = dict(in_channels=24, hidden_dim=16, num_heads=2, dim_feedforward=40, grid=(3, 4))
 

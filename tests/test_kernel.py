@@ -28,7 +28,7 @@ import nbformat
 import pytest
 
 from adtr_core import paths
-from adtr_core.pipeline import KERNELSPEC
+from adtr_core.figures.pipeline import KERNELSPEC
 
 PAPERMILL_LINE = ".venv/bin/papermill notebooks/02_train_category.ipynb out.ipynb -p profile smoke"
 

@@ -1,5 +1,7 @@
-"""The package's layers: no import cycle in adtr_core, and no low-level module imports a higher one.
+"""The package's groups: no import cycle in adtr_core, and no import arrow running back up.
 
+The groups and the ones each may import are stated below (docs/architecture.md draws them):
+the core (``method``) imports no other group, and every group imports only groups below it.
 Imports are read with ``ast`` from every module's source, including the imports inside
 functions (the ones that hide a cycle from ``import adtr_core.x`` at start-up).
 """
@@ -11,33 +13,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "adtr_core"
-LOW = (
-    "adtr_core.data",
-    "adtr_core.backbone",
-    "adtr_core.weights",
-    "adtr_core.features",
-    "adtr_core.model",
-    "adtr_core.baselines",
-    "adtr_core.reconstructors",
-    "adtr_core.train",
-    "adtr_core.checkpoints",
-    "adtr_core.device",
-    "adtr_core.scoring",
-    "adtr_core.metrics",
-    "adtr_core.losses",
-)
-"""Stages of the method and their plumbing (STYLE.md, rule 2): they know nothing above them."""
-HIGH = (
-    "adtr_core.experiment",
-    "adtr_core.saved_runs",
-    "adtr_core.reporting",
-    "adtr_core.plots",
-    "adtr_core.pipeline",
-    "adtr_core.cli",
-    "adtr_core.sweep",
-    "adtr_core.ablations",
-)
-"""The layers that wire the stages together, run them and show their results."""
+SHARED = ("adtr_core", "adtr_core.paths", "adtr_core.io")
+"""The small helpers every group may use: the package's paths and its atomic writes."""
+GROUPS: dict[str, tuple[str, ...]] = {
+    "method": (),  # the small core: backbone, ADTR, baselines, scoring, losses, metrics
+    "data": ("shared",),
+    "runs": ("shared", "method", "data"),
+    "toy": ("shared", "method", "data", "runs"),
+    "figures": ("shared", "method", "data", "runs", "toy"),
+    "deploy": ("shared", "method", "data", "runs", "figures"),
+    "cli": ("shared", "method", "data", "runs", "toy", "figures", "deploy"),
+}
+"""Each group (``adtr_core.<group>``), lowest first, and the other groups it may import."""
+CORE_MAX_LINES = 2000  # the core reads in one sitting
+MODULE_MAX_LINES = 600
 
 
 def _module_name(path: Path) -> str:
@@ -48,8 +37,13 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
 
 
-def _in(name: str, layers: tuple[str, ...]) -> bool:
-    return any(name == layer or name.startswith(layer + ".") for layer in layers)
+def group_of(module: str) -> str:
+    """The group ``module`` belongs to: ``shared`` or a key of :data:`GROUPS`."""
+    if module in SHARED:
+        return "shared"
+    group = module.split(".")[1]
+    assert group in GROUPS, f"{module} is in no group: add it to GROUPS or move it into one"
+    return group
 
 
 def _resolve(name: str) -> str | None:
@@ -117,10 +111,11 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_import_graph_is_read() -> None:
-    assert "adtr_core.backbone" in GRAPH["adtr_core.experiment"]
-    assert "adtr_core.data.sources" in GRAPH["adtr_core.plots.maps"]
-    assert "adtr_core.saved_runs" in GRAPH["adtr_core.engines"]  # an import inside a function
-    assert "adtr_core.plots.ablations" in GRAPH["adtr_core.plots.embedding"]
+    assert "adtr_core.method.backbone" in GRAPH["adtr_core.runs.experiment"]
+    assert "adtr_core.data.sources" in GRAPH["adtr_core.figures.plots.maps"]
+    # an import inside a function
+    assert "adtr_core.runs.saved_runs" in GRAPH["adtr_core.deploy.engines"]
+    assert "adtr_core.figures.plots.ablations" in GRAPH["adtr_core.figures.plots.embedding"]
 
 
 def test_cycle_finder_finds_a_cycle() -> None:
@@ -131,10 +126,31 @@ def test_no_import_cycle_between_adtr_core_modules() -> None:
     assert _cycles(GRAPH) == []
 
 
-def test_low_level_modules_import_no_higher_layer() -> None:
+def test_every_module_is_in_a_group_and_the_top_is_small() -> None:
+    groups = {group_of(module) for module in MODULES}
+    assert groups == {"shared", *GROUPS}
+    top = sorted(p.name for p in (ROOT / PACKAGE).iterdir() if p.name != "__pycache__")
+    assert len(top) <= 12, top
+
+
+def test_no_import_runs_back_up() -> None:
     wrong = {
-        module: sorted(name for name in imported if _in(name, HIGH))
+        module: sorted(
+            name
+            for name in imported
+            if group_of(name) != group_of(module)
+            and group_of(name) not in GROUPS.get(group_of(module), ())
+        )
         for module, imported in GRAPH.items()
-        if _in(module, LOW)
     }
     assert {module: names for module, names in wrong.items() if names} == {}
+
+
+def test_the_shared_helpers_import_no_group() -> None:
+    assert {m: sorted(GRAPH[m]) for m in SHARED if GRAPH[m] - set(SHARED)} == {}
+
+
+def test_the_core_reads_in_one_sitting_and_no_module_is_long() -> None:
+    lines = {m: len(p.read_text().splitlines()) for m, p in MODULES.items()}
+    assert sum(n for m, n in lines.items() if group_of(m) == "method") <= CORE_MAX_LINES
+    assert {m: n for m, n in lines.items() if n > MODULE_MAX_LINES} == {}

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from adtr_core.losses import l_img, l_norm, l_px, phi
-from adtr_core.masks import mask_to_grid
+from adtr_core.method.losses import l_img, l_norm, l_px, phi
+from adtr_core.method.masks import mask_to_grid
 
 # Channel-mean absolute differences m with round pseudo-Huber values sqrt(m^2 + 1) - 1:
 M_PHI1 = math.sqrt(3.0)  # phi = sqrt(4) - 1 = 1

@@ -1,10 +1,10 @@
-"""Tests of adtr_core.masks: the rules that bring a pixel mask to the feature grid."""
+"""Tests of adtr_core.method.masks: the rules that bring a pixel mask to the feature grid."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from adtr_core.masks import mask_to_grid
+from adtr_core.method.masks import mask_to_grid
 
 
 def test_mask_to_grid_max_and_mean():

@@ -8,7 +8,7 @@ import torch
 from helpers import metrics_with_mean_row
 from scipy import ndimage
 
-from adtr_core.metrics import (
+from adtr_core.method.metrics import (
     aupro,
     compute_metrics,
     image_auroc,

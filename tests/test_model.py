@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from adtr_core.model import ADTR, ADTRConfig, MultiheadAttention, sine_position_embedding
+from adtr_core.method.model import ADTR, ADTRConfig, MultiheadAttention, sine_position_embedding
 
 TINY = dict(
     in_channels=24,
@@ -166,7 +166,7 @@ def test_sine_position_embedding() -> None:
 
 
 def test_keep_mask_drops_p_scales_the_rest_and_follows_the_seed() -> None:
-    from adtr_core.model import keep_mask
+    from adtr_core.method.model import keep_mask
 
     like = torch.empty(0)
     torch.manual_seed(3)
@@ -187,7 +187,7 @@ def test_keep_mask_drops_p_scales_the_rest_and_follows_the_seed() -> None:
 
 
 def test_dropout_is_identity_in_eval_and_its_gradient_is_the_mask() -> None:
-    from adtr_core.model import dropout
+    from adtr_core.method.model import dropout
 
     x = torch.randn(64, 33, requires_grad=True)
     assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
@@ -200,7 +200,7 @@ def test_dropout_is_identity_in_eval_and_its_gradient_is_the_mask() -> None:
 
 def test_attention_written_out_for_the_cpu_mask_equals_torchs(monkeypatch) -> None:
     """With a mask of ones, the training path's explicit attention = SDPA without dropout."""
-    import adtr_core.model as model
+    import adtr_core.method.model as model
 
     torch.manual_seed(0)
     attn = MultiheadAttention(32, 4, dropout=0.1).train()

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from adtr_core import paths
-from adtr_core.params import FIXED
-from adtr_core.pipeline import (
+from adtr_core.figures.params import FIXED
+from adtr_core.figures.pipeline import (
     EXECUTED_DIR,
     MANIFEST_JSON,
     MANIFEST_MD,
@@ -27,7 +27,7 @@ from adtr_core.pipeline import (
     notebook_parameters,
     run_notebook,
 )
-from adtr_core.profiles import PROFILES, profile_params, profile_sections
+from adtr_core.runs.profiles import PROFILES, profile_params, profile_sections
 
 EXPECTED = (
     "01_identical_mapping",
@@ -70,7 +70,7 @@ def test_profile_section_fits_the_parameters_cell(notebook: Path, profile: str):
 def test_parameters_default_to_the_profile_and_are_checked_next(notebook: Path):
     import nbformat
 
-    from adtr_core.pipeline import KERNELSPEC, declared_parameters, parameters_cells
+    from adtr_core.figures.pipeline import KERNELSPEC, declared_parameters, parameters_cells
 
     declared = declared_parameters(notebook)
     assert declared["profile"] == "quick" and declared["out_dir"] is None
@@ -151,7 +151,7 @@ def _check_executed_copy(executed: Path, figures: Path) -> None:
 
     import nbformat
 
-    from adtr_core.pipeline import KERNELSPEC, lab_form
+    from adtr_core.figures.pipeline import KERNELSPEC, lab_form
 
     text = executed.read_text()
     nb = json.loads(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from adtr_core.outputs import ABSENT_NOTE, markdown_table, save_table
+from adtr_core.figures.outputs import ABSENT_NOTE, markdown_table, save_table
 
 
 def test_absent_values_read_as_a_dash_with_a_footnote_and_stay_nan_in_the_csv(tmp_path):

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from adtr_core import params, paths
-from adtr_core.params import ParameterError, check_value, check_values, resolve
-from adtr_core.pipeline import declared_parameters, discover_notebooks
-from adtr_core.profiles import profile_params, profile_run
+from adtr_core import paths
+from adtr_core.figures import params
+from adtr_core.figures.params import ParameterError, check_value, check_values, resolve
+from adtr_core.figures.pipeline import declared_parameters, discover_notebooks
+from adtr_core.runs.profiles import profile_params, profile_run
 
 
 def _namespace(**given):
@@ -105,7 +106,7 @@ def test_values_are_normalised():
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
 def test_every_profile_passes_its_own_checks(profile):
-    from adtr_core.pipeline import discover_notebooks
+    from adtr_core.figures.pipeline import discover_notebooks
 
     for nb in discover_notebooks():
         ns = {name: None for name in profile_params(profile, nb.stem)}

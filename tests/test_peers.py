@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from adtr_core.metrics import compute_metrics
-from adtr_core.peers import PEER_MODELS, PeerConfig, build_peer
-from adtr_core.weights import BackboneWeightsError
+from adtr_core.method.metrics import compute_metrics
+from adtr_core.method.weights import BackboneWeightsError
+from adtr_core.runs.peers import PEER_MODELS, PeerConfig, build_peer
 
 SIZE = 64
 
@@ -111,7 +111,7 @@ def test_peer_weights_never_download(monkeypatch) -> None:
 
     real = timm.create_model
     monkeypatch.setattr(timm, "create_model", no_download)
-    monkeypatch.setattr("adtr_core.weights._timm_cached_file", lambda name: None)
+    monkeypatch.setattr("adtr_core.method.weights._timm_cached_file", lambda name: None)
     with pytest.raises(BackboneWeightsError, match="nothing is downloaded") as err:
         build_peer(PeerConfig(model="patchcore", backbone="wide_resnet50_2", image_size=SIZE))
     assert "\n" not in str(err.value)
@@ -132,7 +132,7 @@ def test_peer_config_checks() -> None:
 def test_cli_trains_a_peer_on_demo_data(tmp_path, capsys) -> None:
     """`adtr train --model patchcore` writes the same results folder as an ADTR run."""
     from adtr_core.cli import main
-    from adtr_core.results import load_result
+    from adtr_core.runs.results import load_result
 
     out = tmp_path / "run"
     argv = ["train", "--data", "demo", "--category", "brick", "--model", "patchcore"]
@@ -152,7 +152,7 @@ def test_peer_configs_share_data_and_backbone_only(tiny_config) -> None:
     """A peer run has ADTR's data, size, backbone and weights; ADTR's training does not count."""
     import dataclasses
 
-    from adtr_core.reporting import peer_configs
+    from adtr_core.figures.reporting import peer_configs
 
     longer = dataclasses.replace(tiny_config, epochs=50, hidden_dim=64)
     (a,), (b,) = peer_configs([tiny_config], "padim"), peer_configs([longer], "padim")

@@ -11,9 +11,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from adtr_core import paths, pipeline, profiles
-from adtr_core import threads as pipeline_threads
-from adtr_core.pipeline import (
+from adtr_core import paths
+from adtr_core.figures import pipeline
+from adtr_core.figures.pipeline import (
     NotebookError,
     declared_parameters,
     discover_notebooks,
@@ -24,6 +24,8 @@ from adtr_core.pipeline import (
     read_manifest,
     select_notebooks,
 )
+from adtr_core.runs import profiles
+from adtr_core.runs import threads as pipeline_threads
 
 PARAMS = """out_dir = None  # folder for figures and tables (None: figures/)
 title = "default title"  # the figure's title
@@ -36,7 +38,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from adtr_core.outputs import save_figure, save_table
+from adtr_core.figures.outputs import save_figure, save_table
 print("data: the fake data of the pipeline tests")
 print("python:", sys.executable)
 print("offline:", os.environ.get("HF_HUB_OFFLINE"))
@@ -243,7 +245,7 @@ def test_only_the_command_line_imports_the_run_module():
     importers = set()
     for module in Path(pipeline.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "adtr_core.pipeline.run":
+            if isinstance(node, ast.ImportFrom) and node.module == "adtr_core.figures.pipeline.run":
                 importers.add(module.stem)
     assert importers == {"__init__", "cli"}
 
@@ -343,7 +345,7 @@ def test_failure_names_notebook_and_cell_and_keeps_earlier_figures(
 
 TIMED = """import os, time
 import pandas as pd
-from adtr_core.outputs import save_table
+from adtr_core.figures.outputs import save_table
 start = time.time()
 time.sleep(4)
 row = dict(start=start, end=time.time(), threads=os.environ.get("ADTR_THREADS"),
@@ -411,9 +413,9 @@ def test_bad_selection_is_a_clear_error(notebooks_dir, capsys):
 
 
 SWEEP = """import os
-from adtr_core.config import ExperimentConfig
-from adtr_core.outputs import save_table
-from adtr_core.sweep import results_table, run_sweep
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.figures.outputs import save_table
+from adtr_core.runs.sweep import results_table, run_sweep
 cfg = ExperimentConfig(
     data="demo", category="brick", image_size=64, epochs=1, hidden_dim=32, num_heads=2,
     num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64, device="cpu",

@@ -9,8 +9,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from adtr_core.plots.ablations import ablation_figure, grouped_bars, panels_figure  # noqa: E402
-from adtr_core.plots.embedding import tsne_figure  # noqa: E402
+from adtr_core.figures.plots.ablations import ablation_figure, grouped_bars, panels_figure  # noqa: E402
+from adtr_core.figures.plots.embedding import tsne_figure  # noqa: E402
 
 
 def _table():

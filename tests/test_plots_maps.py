@@ -1,4 +1,4 @@
-"""Tests of adtr_core.plots.maps (score-map figures, example choice) and plots.training."""
+"""Tests of adtr_core.figures.plots.maps (score-map figures, example choice) and plots.training."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import torch  # noqa: E402
 from helpers import map_scale  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split  # noqa: E402
-from adtr_core.plots import maps  # noqa: E402
-from adtr_core.plots.training import plot_loss_curves  # noqa: E402
-from adtr_core.results import RunResult  # noqa: E402
+from adtr_core.figures.plots import maps  # noqa: E402
+from adtr_core.figures.plots.training import plot_loss_curves  # noqa: E402
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.results import RunResult  # noqa: E402
 
 
 def _scores() -> pd.DataFrame:

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from adtr_core.plots import toy as ptoy  # noqa: E402
+from adtr_core.figures.plots import toy as ptoy  # noqa: E402
 
 METRICS = ("w_dist", "diag_mass", "diag_mass_anom", "err_pos", "err_neg", "err_neg_rel", "auroc")
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from adtr_core import precision
-from adtr_core.config import ExperimentConfig
 from adtr_core.data.sources import open_split
-from adtr_core.experiment import build_feature_extractor
-from adtr_core.features import extract_features
+from adtr_core.runs import precision
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import build_feature_extractor
+from adtr_core.runs.features import extract_features
 
 
 def test_precisions_resolve_per_device(monkeypatch):

@@ -7,8 +7,8 @@ import io
 import pytest
 from tqdm.std import tqdm
 
-from adtr_core import progress
-from adtr_core.progress import LogProgress, progress_bar
+from adtr_core.runs import progress
+from adtr_core.runs.progress import LogProgress, progress_bar
 
 
 class Terminal(io.StringIO):
@@ -121,7 +121,7 @@ def test_patchcores_coreset_bar_writes_lines_in_a_log(capsys):
     pytest.importorskip("anomalib")
     from anomalib.models.components import KCenterGreedy
 
-    from adtr_core.peers import _coreset_bar_as_ours
+    from adtr_core.runs.peers import _coreset_bar_as_ours
 
     embedding = torch.randn(1000, 8, generator=torch.Generator().manual_seed(0))
     KCenterGreedy(embedding, sampling_ratio=0.3).sample_coreset()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from adtr_core import io, paths
-from adtr_core.profiles import PROFILES, profile_params, profile_sections
+from adtr_core.runs.profiles import PROFILES, profile_params, profile_sections
 
 
 def _name(requirement: str) -> str:

@@ -1,4 +1,4 @@
-"""Tests of adtr_core.reporting: per-category tables, the paper row, ADTR+ configs, baseline."""
+"""Tests of adtr_core.figures.reporting: per-category tables, the paper row, ADTR+ configs, baseline."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from adtr_core import reporting
-from adtr_core.config import ExperimentConfig
-from adtr_core.results import RunResult
+from adtr_core.figures import reporting
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.results import RunResult
 
 
 def _png(path: Path, arr: np.ndarray) -> None:
@@ -287,7 +287,7 @@ def test_one_class_table_and_panel_equal_the_notebooks_former_code(tmp_path, sou
 
 
 def test_tsne_group_summary_equals_the_notebooks_former_code():
-    from adtr_core.embedding import PositionSet, group_agreement
+    from adtr_core.figures.embedding import PositionSet, group_agreement
 
     rng = np.random.default_rng(0)
     groups = np.array(["normal"] * 12 + ["anomalous"] * 8)
@@ -323,7 +323,7 @@ def test_tsne_group_summary_equals_the_notebooks_former_code():
 def test_row_labels_of_mixed_data_have_one_pair_of_parentheses():
     """Notebook 03's rows: "bottle (real, MVTec AD)", never "bottle (real (MVTec AD))"."""
     from adtr_core.data.sources import data_kind
-    from adtr_core.reporting import per_category_metric_table
+    from adtr_core.figures.reporting import per_category_metric_table
 
     kinds = {"bottle": data_kind("mvtec"), "grass": data_kind("demo")}
     methods = {"ADTR": {"bottle": {"image_auroc": 0.99}, "grass": {"image_auroc": 0.7}}}

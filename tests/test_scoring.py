@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from adtr_core.scoring import (
+from adtr_core.method.scoring import (
     ScoringConfig,
     feature_distance,
     gaussian_smooth,

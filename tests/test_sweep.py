@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adtr_core import sweep
-from adtr_core.config import ExperimentConfig
-from adtr_core.sweep import grid, results_table, run_dir, run_sweep
+from adtr_core.runs import sweep
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.sweep import grid, results_table, run_dir, run_sweep
 
 
 def test_grid_is_the_cartesian_product_last_axis_fastest():
@@ -89,7 +89,7 @@ def test_folder_with_another_config_is_refused(tiny_config, tmp_path):
 
 
 def _fake_result(cfg: ExperimentConfig, auroc: float):
-    from adtr_core.results import RunResult
+    from adtr_core.runs.results import RunResult
 
     return RunResult(
         out_dir=f"runs/{cfg.run_name()}",

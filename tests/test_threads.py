@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from adtr_core import threads
-from adtr_core.threads import ThreadRule, explicit_threads, free_threads
+from adtr_core.runs import threads
+from adtr_core.runs.threads import ThreadRule, explicit_threads, free_threads
 
 
 def test_rule_takes_the_cores_others_leave_free():

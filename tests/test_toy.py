@@ -1,4 +1,4 @@
-"""Tests of the Sec. 3.2 "identical mapping" analysis (adtr_core.toy, adtr_core.plots.toy)."""
+"""Tests of the Sec. 3.2 "identical mapping" analysis (adtr_core.toy, adtr_core.figures.plots.toy)."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def test_sweep_toy_labels_and_rejects_unknown_settings(tiny):
 
 
 def test_plots_build(tiny):
-    from adtr_core.plots import toy as ptoy
+    from adtr_core.figures.plots import toy as ptoy
 
     res = run_toy_grid(MODEL_KINDS, tiny, seeds=[0], epochs=1, eval_every=1)
     figs = [

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from adtr_core.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from adtr_core.device import epoch_seed, move_to_device, resolve_device, seed_everything
-from adtr_core.train import TrainConfig, Trainer
+from adtr_core.runs.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from adtr_core.runs.device import epoch_seed, move_to_device, resolve_device, seed_everything
+from adtr_core.runs.train import TrainConfig, Trainer
 
 
 def _mlp(dropout: float = 0.0, seed: int = 0) -> nn.Module:
@@ -111,7 +111,7 @@ def test_finished_checkpoint_returns_history_without_training(tmp_path: Path):
 
 
 def test_checkpoint_every_and_final_save(tmp_path: Path, monkeypatch):
-    import adtr_core.train as train_mod
+    import adtr_core.runs.train as train_mod
 
     saved = []
     real = train_mod.save_checkpoint

@@ -4,9 +4,9 @@ import copy
 
 import torch
 
-from adtr_core.losses import l_norm
-from adtr_core.model import ADTR, ADTRConfig
-from adtr_core.train import TrainConfig, Trainer
+from adtr_core.method.losses import l_norm
+from adtr_core.method.model import ADTR, ADTRConfig
+from adtr_core.runs.train import TrainConfig, Trainer
 
 CFG = ADTRConfig(in_channels=24, hidden_dim=16, num_heads=2, dim_feedforward=32, grid=(4, 4))
 

@@ -9,18 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from adtr_core.config import ExperimentConfig
 from adtr_core.data import open_dataset
 from adtr_core.data.pasted import PastedPatchDataset, paste_patch
 from adtr_core.data.validation import MIN_HELD_OUT, Subset, anomalous_copies, holdout
-from adtr_core.evaluation import (
+from adtr_core.method.scoring import ScoringConfig
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.evaluation import (
     SelfCheckWarning,
     self_check_warning,
     validation_auroc,
     validation_features,
 )
-from adtr_core.experiment import run_experiment
-from adtr_core.scoring import ScoringConfig
+from adtr_core.runs.experiment import run_experiment
 
 
 def test_holdout_is_seeded_disjoint_and_at_least_the_minimum():
@@ -72,7 +72,7 @@ def test_validation_holds_no_test_image_and_no_trained_image():
     train, test = _demo("train"), _demo("test")
     split = holdout(len(train), 0.1, seed=0)
     backbone = _Features()
-    from adtr_core.features import extract_features
+    from adtr_core.runs.features import extract_features
 
     all_train = extract_features(backbone, train, cache=False)
     val = validation_features(backbone, train, all_train, split, 0, {"cache": False})
@@ -94,7 +94,7 @@ def test_self_check_warns_for_a_model_that_outputs_its_input():
     train = _demo("train")
     split = holdout(len(train), 0.1, seed=0)
     backbone = _Features()
-    from adtr_core.features import extract_features
+    from adtr_core.runs.features import extract_features
 
     all_train = extract_features(backbone, train, cache=False)
     val = validation_features(backbone, train, all_train, split, 0, {"cache": False})
@@ -139,7 +139,7 @@ def test_a_run_that_learns_nothing_warns(tiny_config, tmp_path):
 
 
 def test_steps_auto_stops_on_the_validation_plateau():
-    from adtr_core.train import Plateau
+    from adtr_core.runs.train import Plateau
 
     rule = Plateau("val_auroc", patience=2, lr_drops=1)
     rows = [{"val_auroc": v} for v in (0.6, 0.7, 0.7, 0.69)]

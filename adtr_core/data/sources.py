@@ -10,7 +10,7 @@ experiment config's data fields) into concrete data sets of :func:`adtr_core.dat
 * :func:`resolve_category`, :func:`data_root`, :func:`open_split`: the category, root and
   train / test data set of a config (any object with the fields ``data``, ``data_root``,
   ``category``, ``image_size`` and the :data:`FOLDER_FIELDS`, such as
-  :class:`adtr_core.config.ExperimentConfig`).
+  :class:`adtr_core.runs.config.ExperimentConfig`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ One concept per module:
 
 * :mod:`~adtr_core.toy.data`: the tokens (:class:`ToyData`; synthetic ones from
   :func:`make_toy_tokens`, or from feature maps with ``tokens_from_features``; real backbone
-  features come through the experiment layer, :func:`adtr_core.feature_tokens.feature_tokens`).
+  features come through the experiment layer, :func:`adtr_core.toy.feature_tokens.feature_tokens`).
 * :mod:`~adtr_core.toy.models`: the FC / conv / attention reconstructors and
   ``build_toy_model``.
 * :mod:`~adtr_core.toy.measures`: distance to the identity, attention diagonal mass,

@@ -7,7 +7,7 @@ synthetic tokens, either position-aligned like the features of aligned images
 positions (``structure="iid"``: the same token distribution with the positions shuffled per
 sample); :func:`tokens_from_features` turns feature maps of normal and defective images and
 their defect masks into :class:`ToyData` (the backbone features themselves come from the
-experiment layer, :func:`adtr_core.feature_tokens.feature_tokens`).
+experiment layer, :func:`adtr_core.toy.feature_tokens.feature_tokens`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from adtr_core.masks import mask_to_grid
+from adtr_core.method.masks import mask_to_grid
 
 STRUCTURES = ("aligned", "iid")
 ANOMALY_KINDS = ("random", "swap")
@@ -265,7 +265,7 @@ def tokens_from_features(
     images; ``x-``: the defective test images, where a token is anomalous when at least
     ``mask_threshold`` of its cell lies inside the defect mask and is ignored when only a
     smaller, non-zero part does (neither clearly normal nor anomalous). The covered fraction
-    is :func:`adtr_core.masks.mask_to_grid` with ``rule="fraction"``.
+    is :func:`adtr_core.method.masks.mask_to_grid` with ``rule="fraction"``.
 
     Args:
         train_features: ``(N, C, h, w)`` features of normal training images.

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from adtr_core.metrics import image_auroc
+from adtr_core.method.metrics import image_auroc
 from adtr_core.toy.data import ToyData
 from adtr_core.toy.models import (
     ConvReconstructor,

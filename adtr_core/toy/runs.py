@@ -1,7 +1,7 @@
 """Training runs of the Sec. 3.2 reconstructors, and sweeps over data and training settings.
 
 :func:`run_toy` trains one model through the package's one trainer
-(:class:`adtr_core.train.Trainer`, MSE loss on normal tokens only) and records the
+(:class:`adtr_core.runs.train.Trainer`, MSE loss on normal tokens only) and records the
 measurements of :mod:`adtr_core.toy.measures` every ``eval_every`` epochs;
 :func:`run_toy_grid` runs models x seeds; :func:`sweep_toy` maps one or two settings (data
 rank, weight decay, width, epochs, ...) to final measurements.
@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adtr_core.runs.train import TrainConfig, Trainer, seed_everything
 from adtr_core.toy.data import ToyData, ToyDataConfig, make_toy_tokens
 from adtr_core.toy.measures import METRICS, evaluate_toy
 from adtr_core.toy.models import build_toy_model
 from adtr_core.toy.tables import final_epoch_table
-from adtr_core.train import TrainConfig, Trainer, seed_everything
 
 
 class _Tokens(torch.utils.data.Dataset):
@@ -70,7 +70,7 @@ def run_toy(
 ) -> ToyRun:
     """Train one reconstructor on the normal tokens with MSE, measuring it along the way.
 
-    Training goes through :class:`adtr_core.train.Trainer` (AdamW, constant lr, no gradient
+    Training goes through :class:`adtr_core.runs.train.Trainer` (AdamW, constant lr, no gradient
     clipping, no AMP); the measurements are its ``eval_fn``, plus one before training
     (epoch 0).
 
