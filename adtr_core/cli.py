@@ -47,7 +47,7 @@ def _parse_set(pairs: list[str]) -> dict:
 
 def train_config(args: argparse.Namespace):
     """Profile → flags → --set, as an ExperimentConfig (unknown keys are refused)."""
-    from adtr_core.runs.config import ExperimentConfig
+    from adtr_core.runs.config import ExperimentConfig, hand_budget
     from adtr_core.runs.profiles import profile_params
 
     values = profile_params(args.profile, "train")
@@ -75,13 +75,7 @@ def train_config(args: argparse.Namespace):
     flagged = {k: getattr(args, k) for k in ("epochs", "steps") if getattr(args, k) is not None}
     given = {**flagged, **_parse_set(args.set)}
     values.update(given)
-    if given.get("epochs") is not None and given.get("steps") is not None:
-        raise ValueError(
-            f"epochs={given['epochs']!r} and steps={given['steps']!r} are two budgets: give "
-            "one (steps counts optimiser steps, epochs passes over the training images)"
-        )
-    if "epochs" in given and "steps" not in given:
-        values["steps"] = None  # an epoch count given by hand replaces the profile's step budget
+    hand_budget(given, values)  # an epoch count by hand replaces the profile's step budget
     ExperimentConfig.check_values(values)  # every value, before any work
     return ExperimentConfig.from_dict(values)
 

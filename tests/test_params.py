@@ -44,6 +44,21 @@ def test_an_epoch_count_given_by_hand_replaces_the_step_budget_and_both_are_refu
         check_values({"epochs": None, "steps": None})
 
 
+def test_the_budget_rule_is_one_for_the_command_line_and_the_notebooks():
+    """``--set`` and a notebook parameter meet the same rule, stated once, in the same line."""
+    from adtr_core.cli import build_parser, train_config
+
+    args = build_parser().parse_args(["train", "--set", "epochs=16", "--set", "steps=300"])
+    with pytest.raises(ValueError) as by_cli:
+        train_config(args)
+    with pytest.raises(ParameterError) as by_notebook:
+        resolve("02_train_category", _namespace(epochs=16, steps=300))
+    assert str(by_notebook.value) == f"parameters {by_cli.value}"
+    assert "\n" not in str(by_cli.value)
+    args = build_parser().parse_args(["train", "--profile", "quick", "--set", "epochs=3"])
+    assert train_config(args).steps is None  # the hand-given epochs replace the profile's steps
+
+
 def test_hand_runs_write_to_scratch_and_explicit_out_dir_is_kept(tmp_path):
     scratch = paths.scratch_dir()
     p = resolve("02_train_category", _namespace(profile="smoke"))

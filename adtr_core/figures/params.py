@@ -427,6 +427,7 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
         ParameterError: a parameter of the wrong type or out of range, one the notebook
             does not declare (a misspelt name given to papermill), or two budgets at once.
     """
+    from adtr_core.runs.config import hand_budget
     from adtr_core.runs.profiles import profile_params, profile_run
 
     for name in ("profile", "out_dir"):
@@ -450,17 +451,13 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
             f"{', '.join(sorted(set(defaults) | set(FIXED)))}"
         )
     given = {name: namespace[name] for name in defaults}
-    for epochs, steps in (("epochs", "steps"), ("plus_epochs", "plus_steps")):
-        if given.get(epochs) is not None and given.get(steps) is not None:
-            raise ParameterError(
-                f"parameters {epochs} = {given[epochs]!r} and {steps} = {given[steps]!r} are "
-                f"two budgets: set one ({steps} counts optimiser steps, {epochs} passes over "
-                "the training images)"
-            )
+    by_hand = {name: v for name, v in given.items() if v is not None}
     resolved = {name: defaults[name] if v is None else v for name, v in given.items()}
     for epochs, steps in (("epochs", "steps"), ("plus_epochs", "plus_steps")):
-        if given.get(epochs) is not None and given.get(steps) is None and steps in resolved:
-            resolved[steps] = None  # an epoch count set by hand replaces the step budget
+        try:
+            hand_budget(by_hand, resolved, epochs, steps)
+        except ValueError as err:
+            raise ParameterError(f"parameters {err}") from None
     fixed = {name: namespace[name] for name in FIXED if name != "profile" and name in namespace}
     checked = check_values({**resolved, **fixed})
     values = {name: checked[name] for name in defaults}

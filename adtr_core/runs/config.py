@@ -146,6 +146,32 @@ def _type_error(annotation: Any, value: Any) -> str | None:
     return None
 
 
+def hand_budget(
+    by_hand: dict[str, Any], values: dict[str, Any], epochs: str = "epochs", steps: str = "steps"
+) -> None:
+    """The one budget rule of every entry point: an epoch count given by hand replaces the step
+    budget (of a profile, say), and an epoch count and a step count given together are refused.
+
+    Args:
+        by_hand: the settings given by hand (``--set``, flags, a notebook parameter set to a
+            value); absent keys were not given.
+        values: the settings in use (the profile's with ``by_hand`` over them); ``steps`` is
+            set to None there when only ``epochs`` was given by hand.
+        epochs, steps: the names of the two budgets (``plus_epochs`` and ``plus_steps`` for
+            the ADTR+ runs of a notebook).
+
+    Raises:
+        ValueError: both budgets given, in one line.
+    """
+    if by_hand.get(epochs) is not None and by_hand.get(steps) is not None:
+        raise ValueError(
+            f"{epochs} = {by_hand[epochs]!r} and {steps} = {by_hand[steps]!r} are two budgets: "
+            f"set one ({steps} counts optimiser steps, {epochs} passes over the training images)"
+        )
+    if epochs in by_hand and steps not in by_hand and steps in values:
+        values[steps] = None  # an epoch count given by hand replaces the step budget
+
+
 def _check_folders_differ(values: dict[str, Any]) -> None:
     """Refuse one folder given as two of the normal, anomalous and normal-test folders."""
     roles = {"data_root": "normal", "anomalous_dir": "anomalous", "test_normal_dir": "test-normal"}
