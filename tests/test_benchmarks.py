@@ -23,6 +23,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # a minute: every section; the step section alone is in the default suite
 def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thread):
     results = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -46,6 +47,20 @@ def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thre
     assert "ADTR quick against PatchCore" in out and "growth 4 -> 8" in out
     bank = [g["state_mib"] for g in results["peers"]["growth"]["PatchCore"]]
     assert bank[1] > bank[0]  # the memory bank grows with the training set
+    assert "step" in results  # its contents: test_tiny_step_section_...
+    assert results["gpu_training"]["measured"] is False  # CPU: the GPU rows say so
+    assert "not measured" in out
+    kind = results["host"]["kind"]
+    saved = json.loads((tmp_path / f"{kind}.json").read_text())
+    assert saved["plan"] == "tiny"
+    assert (tmp_path / f"{kind}.md").read_text().startswith("# adtr benchmarks")
+    lines = [t for t in results["targets"] if t.get("measured") is not None]
+    assert lines and all(isinstance(t["pass"], bool) for t in lines)
+
+
+def test_tiny_step_section_reports_every_step_against_the_peak(capsys, one_thread):
+    results = bench.main(["--tiny", "--device", "cpu", "--only", "step", "--no-write"])
+    out = capsys.readouterr().out
     step = results["step"]
     for size in ("quick", "paper"):
         s = step["sizes"][size]
@@ -58,14 +73,9 @@ def test_tiny_run_prints_one_table_and_writes_results(tmp_path, capsys, one_thre
     assert step["optimizer"]["max_abs_diff"]["foreach"] == 0  # the trainer's AdamW: the same
     assert "matrix-multiply peak, torch.mm 256x256" in out and "of the fp32 peak" in out
     assert "training step, quick size b2, fp32" in out and "quick-size step, fp32" in out
-    assert results["gpu_training"]["measured"] is False  # CPU: the GPU rows say so
-    assert "not measured" in out
-    kind = results["host"]["kind"]
-    saved = json.loads((tmp_path / f"{kind}.json").read_text())
-    assert saved["plan"] == "tiny"
-    assert (tmp_path / f"{kind}.md").read_text().startswith("# adtr benchmarks")
-    lines = [t for t in results["targets"] if t.get("measured") is not None]
-    assert lines and all(isinstance(t["pass"], bool) for t in lines)
+    bf16 = results["step"]["sizes"]["quick"]["ratios"].get("bf16 now / fp32 before")
+    assert ("bf16 now / fp32 before" in out) == (bf16 is not None)
+    assert "CPU keep mask / torch's dropout, whole step" in out
 
 
 def test_fraction_of_the_peak_is_taken_per_round():
