@@ -91,7 +91,7 @@ def test_train_refuses_a_users_folder_and_an_empty_out(tmp_path, capsys):
     [
         (["--set", "epochs=0"], ["epochs=0", ">= 1"]),
         (["--epochs", "0"], ["epochs=0", ">= 1"]),
-        (["--set", "steps=2", "--set", "epochs=5"], ["steps=2", "epochs=5", "give one"]),
+        (["--set", "steps=2", "--set", "epochs=5"], ["steps = 2", "epochs = 5", "set one"]),
         (["--set", "category="], ["category=", "no value", "null"]),
         (["--category", ""], ["category=''", "category name"]),
     ],
