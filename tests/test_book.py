@@ -195,7 +195,7 @@ def test_the_crawl_finds_a_missing_image_and_a_broken_link(browser, site, tmp_pa
     broken = tmp_path / "site"
     shutil.copytree(site, broken)
     (broken / "figures" / "04_score_maps_bottle.png").unlink()
-    (broken / "docs" / "layout.html").unlink()
+    (broken / "docs" / "architecture.html").unlink()
     server, base = _serve(broken)
     try:
         _, problems = _crawl(browser, base, only={"index.html"})
