@@ -108,7 +108,7 @@ def test_variants_and_overrides_by_name():
         ({"profile": "fast"}, "unknown profile 'fast'"),
         ({"variant": "vit"}, "unknown variant 'vit'"),
         ({"overrides": {"loss": "px"}}, "ADTR+"),
-        ({"overrides": {"lr": -1}}, "lr=-1 is not valid"),
+        ({"overrides": {"lr": -1}}, "lr = -1 is not valid"),
         ({"overrides": {"epoch": 3}}, "unknown experiment parameter(s) epoch"),
         ({"overrides": {"device": "cuda"}}, "device is the Engine's choice"),
     ],

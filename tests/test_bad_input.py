@@ -35,10 +35,10 @@ def _one_line_error(capsys, rc: int, code: int = 2) -> str:
 @pytest.mark.parametrize(
     "setting, words",
     [
-        ("image_size=100000", ["image_size=100000", "2048"]),
-        ("hidden_dim=1000000", ["hidden_dim=1000000", "8192"]),
+        ("image_size=100000", ["image_size = 100000", "2048"]),
+        ("hidden_dim=1000000", ["hidden_dim = 1000000", "8192"]),
         ("dim_feedforward=10000000", ["dim_feedforward", "32768"]),
-        ("num_encoder_layers=1000", ["num_encoder_layers=1000", "64"]),
+        ("num_encoder_layers=1000", ["num_encoder_layers = 1000", "64"]),
     ],
 )
 def test_sizes_past_their_bounds_are_refused(setting, words, tmp_path, capsys):
@@ -89,11 +89,11 @@ def test_train_refuses_a_users_folder_and_an_empty_out(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, words",
     [
-        (["--set", "epochs=0"], ["epochs=0", ">= 1"]),
-        (["--epochs", "0"], ["epochs=0", ">= 1"]),
+        (["--set", "epochs=0"], ["epochs = 0", ">= 1"]),
+        (["--epochs", "0"], ["epochs = 0", ">= 1"]),
         (["--set", "steps=2", "--set", "epochs=5"], ["steps = 2", "epochs = 5", "set one"]),
         (["--set", "category="], ["category=", "no value", "null"]),
-        (["--category", ""], ["category=''", "category name"]),
+        (["--category", ""], ["category = ''", "category name"]),
     ],
 )
 def test_meaningless_runs_are_refused(extra, words, tmp_path, capsys):

@@ -345,7 +345,7 @@ def test_a_notebook_that_raises_shows_an_error_output(browser, lab):
         for kernel in lab.kernels():
             lab.api("DELETE", f"api/kernels/{kernel['id']}")
     errors = _errors(saved)
-    assert errors and "epochs = 'abc': expected an integer" in errors[0], errors
+    assert errors and "epochs = 'abc' is not valid: expected an integer" in errors[0], errors
 
 
 def test_an_executed_notebook_is_unchanged_by_opening_and_saving(browser, lab, tmp_path):

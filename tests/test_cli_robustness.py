@@ -61,21 +61,21 @@ def _files_under(path: Path) -> list[Path]:
 @pytest.mark.parametrize(
     "setting, words",
     [
-        ("epochs=abc", ["epochs='abc'", "integer"]),
-        ("lr=abc", ["lr='abc'", "number"]),
-        ("image_size=abc", ["image_size='abc'", "integer"]),
-        ("epochs=1.5", ["epochs=1.5", "integer"]),
-        ("num_heads=0", ["num_heads=0", ">= 1"]),
-        ("num_heads=5", ["num_heads=5", "divisor of hidden_dim"]),
-        ("seed=abc", ["seed='abc'", "integer"]),
-        ("image_size=70", ["image_size=70", "multiple of 16"]),
-        ("dropout=1.5", ["dropout=1.5", "[0, 1)"]),
-        ("stages=[6]", ["stages=[6]", "1..5"]),
+        ("epochs=abc", ["epochs = 'abc'", "integer"]),
+        ("lr=abc", ["lr = 'abc'", "number"]),
+        ("image_size=abc", ["image_size = 'abc'", "integer"]),
+        ("epochs=1.5", ["epochs = 1.5", "integer"]),
+        ("num_heads=0", ["num_heads = 0", ">= 1"]),
+        ("num_heads=5", ["num_heads = 5", "divisor of hidden_dim"]),
+        ("seed=abc", ["seed = 'abc'", "integer"]),
+        ("image_size=70", ["image_size = 70", "multiple of 16"]),
+        ("dropout=1.5", ["dropout = 1.5", "[0, 1)"]),
+        ("stages=[6]", ["stages = [6]", "1..5"]),
         ("model=vit", ["unknown model 'vit'", "adtr"]),
-        ("device=gpu", ["device='gpu'", "cuda"]),
+        ("device=gpu", ["device = 'gpu'", "cuda"]),
         ("lr=[1,", ["lr=[1,", "YAML"]),
-        ("--epochs abc", ["epochs='abc'", "integer"]),
-        ("--seed 1.5", ["seed=1.5", "integer"]),
+        ("--epochs abc", ["epochs = 'abc'", "integer"]),
+        ("--seed 1.5", ["seed = 1.5", "integer"]),
     ],
 )
 def test_bad_setting_gets_one_line_before_any_work(tmp_path, capsys, setting, words):
@@ -91,7 +91,8 @@ def test_check_values_is_the_same_check_for_notebooks():
         {"epochs": 3, "lr": 1e-3, "categories": None}, ignore_unknown=True
     )
     with pytest.raises(
-        ValueError, match=r"^epochs='abc' is not valid: expected an integer, or null$"
+        ValueError,
+        match=r"^epochs = 'abc' is not valid: expected an integer >= 1, or null \(when steps is set\)$",
     ):
         ExperimentConfig.check_values({"epochs": "abc"})
     with pytest.raises(ValueError, match="unknown experiment parameter"):

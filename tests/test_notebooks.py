@@ -88,7 +88,7 @@ def test_parameters_default_to_the_profile_and_are_checked_next(notebook: Path):
 @pytest.mark.parametrize(
     "parameters, message",
     [
-        ({"epochs": "abc"}, "parameter epochs = 'abc': expected an integer >= 1 (None: steps is"),
+        ({"epochs": "abc"}, "epochs = 'abc' is not valid: expected an integer >= 1, or null (when"),
         ({"catgory": "grass"}, "unknown parameter(s) catgory for 02_train_category; valid "),
     ],
 )

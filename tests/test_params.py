@@ -40,7 +40,9 @@ def test_an_epoch_count_given_by_hand_replaces_the_step_budget_and_both_are_refu
     assert p.run["epochs"] == 16 and p.run["steps"] is None
     with pytest.raises(ParameterError, match="epochs = 16 and steps = 300 are two budgets"):
         resolve("02_train_category", _namespace(epochs=16, steps=300))  # honours neither
-    with pytest.raises(ParameterError, match="epochs = None: expected an integer >= 1 when steps"):
+    with pytest.raises(
+        ParameterError, match="epochs = None is not valid: expected an integer >= 1 when steps"
+    ):
         check_values({"epochs": None, "steps": None})
 
 
@@ -53,7 +55,7 @@ def test_the_budget_rule_is_one_for_the_command_line_and_the_notebooks():
         train_config(args)
     with pytest.raises(ParameterError) as by_notebook:
         resolve("02_train_category", _namespace(epochs=16, steps=300))
-    assert str(by_notebook.value) == f"parameters {by_cli.value}"
+    assert str(by_notebook.value) == str(by_cli.value)
     assert "\n" not in str(by_cli.value)
     args = build_parser().parse_args(["train", "--profile", "quick", "--set", "epochs=3"])
     assert train_config(args).steps is None  # the hand-given epochs replace the profile's steps
@@ -82,20 +84,24 @@ def test_relative_out_dir_is_relative_to_the_repository(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("epochs", "abc", "parameter epochs = 'abc': expected an integer >= 1"),
-        ("epochs", 0, "epochs = 0: expected an integer >= 1"),
-        ("epochs", 2.5, "epochs = 2.5: expected an integer"),
-        ("epochs", True, "epochs = True: expected an integer"),
-        ("lr", -1, "lr = -1: expected a number > 0"),
-        ("lr", "fast", "lr = 'fast': expected a number > 0"),
-        ("image_size", 100, "image_size = 100: expected an integer, a multiple of 16"),
-        ("stages", [1, 6], "stages = [1, 6]: expected a non-empty list of integers in [1, 5]"),
-        ("stages", "[1, 6]", "stages = '[1, 6]': expected a non-empty list of integers"),
-        ("profile", "fast", "profile = 'fast': expected one of smoke, quick, paper"),
-        ("executor", "slurm", "executor = 'slurm': expected one of local, ray"),
-        ("device", "gpu", "device = 'gpu': expected auto, cpu, cuda, cuda:N or mps"),
-        ("num_heads", 3, "num_heads = 3: expected a divisor of hidden_dim (64)"),
-        ("category", 5, "category = 5: expected a category name, or None"),
+        ("epochs", "abc", "epochs = 'abc' is not valid: expected an integer >= 1"),
+        ("epochs", 0, "epochs = 0 is not valid: expected an integer >= 1"),
+        ("epochs", 2.5, "epochs = 2.5 is not valid: expected an integer"),
+        ("epochs", True, "epochs = True is not valid: expected an integer"),
+        ("lr", -1, "lr = -1 is not valid: expected a number > 0"),
+        ("lr", "fast", "lr = 'fast' is not valid: expected a number > 0"),
+        (
+            "image_size",
+            100,
+            "image_size = 100 is not valid: expected an integer multiple of 16 in [16,",
+        ),
+        ("stages", [1, 6], "stages = [1, 6] is not valid: expected a non-empty increasing list"),
+        ("stages", "[1, 6]", "stages = '[1, 6]' is not valid: expected a non-empty increasing"),
+        ("profile", "fast", "unknown profile 'fast': choose one of smoke, quick, paper"),
+        ("executor", "slurm", "unknown executor 'slurm': choose one of local, ray"),
+        ("device", "gpu", "device = 'gpu' is not valid: expected auto, cpu, cuda or cuda:N"),
+        ("num_heads", 3, "num_heads = 3 is not valid: expected a divisor of hidden_dim (64)"),
+        ("category", 5.5, "category = 5.5 is not valid: expected a category name, or null"),
     ],
 )
 def test_bad_values_fail_in_one_line_naming_parameter_value_and_expectation(name, value, message):
@@ -110,12 +116,14 @@ def test_values_are_normalised():
     assert check_value("stages", (1, 2)) == [1, 2]
     assert check_value("stages", "[3, 4]") == [3, 4]  # papermill -p passes lists as text
     assert check_value("torch_threads", None) is None
-    with pytest.raises(ParameterError, match=r"categories = \[\]: expected a non-empty list"):
+    with pytest.raises(
+        ParameterError, match=r"categories = \[\] is not valid: expected a non-empty"
+    ):
         check_value("categories", [])
     assert check_value("unknown_thing", object) is object  # not ours to check
-    with pytest.raises(ParameterError, match="K = 10: expected a square number"):
+    with pytest.raises(ParameterError, match="K = 10 is not valid: expected a square number"):
         check_values({"K": 10})
-    with pytest.raises(ParameterError, match="channel_rank = 9: expected at most C"):
+    with pytest.raises(ParameterError, match="channel_rank = 9 is not valid: expected at most C"):
         check_values({"C": 8, "channel_rank": 9})
 
 

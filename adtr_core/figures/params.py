@@ -7,9 +7,10 @@ by construction; ``profile = "smoke"`` (one edited line, or ``-p profile smoke``
 papermill) gets another; and any parameter set explicitly overrides that one value.
 
 The cell after the parameters cell calls :func:`resolve`, before any work: it fills the
-None parameters from the profile, checks type and range of every value and stops at the
-first bad one with one line naming the parameter, its value and what is expected
-(:class:`ParameterError`, shown by IPython and papermill as that one line, not a
+None parameters from the profile, checks every value by :data:`SCHEMA` (the run settings as
+:class:`~adtr_core.runs.config.ExperimentConfig` declares them, the notebooks' own parameters
+in :data:`NOTEBOOK_SCHEMA`) and stops at the first bad one with the line every entry point
+gives (:class:`ParameterError`, shown by IPython and papermill as that one line, not a
 traceback). A name the notebook does not declare (``-p catgory grass``) is refused with
 the valid names, and so are an epoch count and a step budget given together. Then it says
 where the outputs go:
@@ -24,8 +25,7 @@ where the outputs go:
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,18 +33,19 @@ from typing import Any
 import yaml
 
 from adtr_core import paths
+from adtr_core.runs import schema as s
+from adtr_core.runs.config import SCHEMA as RUN_SCHEMA
+from adtr_core.runs.config import hand_budget
+from adtr_core.runs.profiles import PROFILES, profile_params, profile_run
+from adtr_core.runs.schema import SettingError
 
 # Parameters that no profile sets: every notebook declares profile and out_dir, the ones
 # that train ADTR runs also runs_dir and executor.
 FIXED = ("profile", "out_dir", "runs_dir", "executor")
 
 
-class ParameterError(ValueError):
+class ParameterError(SettingError):
     """A notebook parameter of the wrong type or out of range; the message is one line."""
-
-    def _render_traceback_(self) -> list[str]:
-        """What IPython shows instead of a traceback (papermill reports it too): one line."""
-        return [f"ParameterError: {self}"]
 
 
 _LITERALS = (bool, int, float, str, list, dict, tuple, type(None))
@@ -69,296 +70,132 @@ def _unknown_parameters(namespace: MutableMapping[str, Any], declared: set[str])
     )
 
 
-@dataclass(frozen=True)
-class Spec:
-    """What a parameter accepts.
-
-    Attributes:
-        kind: ``int``, ``float``, ``str``, ``bool``, ``list`` or ``dict``.
-        optional: None is a valid value.
-        low, high: inclusive bounds of numbers (and of list items of ``item`` numbers).
-        above: exclusive lower bound of numbers.
-        choices: the valid strings (or list items).
-        item: kind of the list items (``int``, ``float`` or ``str``).
-        multiple: numbers must be multiples of this.
-        nonempty: lists must have an item.
-        also: values accepted as they are, besides those of ``kind``.
-        what: the expectation in words, for the error line (built from the rest when empty).
-    """
-
-    kind: type
-    optional: bool = False
-    low: float | None = None
-    high: float | None = None
-    above: float | None = None
-    choices: tuple[str, ...] | None = None
-    item: type | None = None
-    multiple: int | None = None
-    nonempty: bool = False
-    what: str = ""
-    also: tuple[Any, ...] = ()  # values accepted as they are besides the kind (e.g. "auto")
-
-    def expected(self) -> str:
-        if self.what:
-            return self.what
-        names = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}
-        if self.kind is list:
-            text = f"a list of {names.get(self.item, 'value')}s" if self.item else "a list"
-            text = text.replace("an integers", "integers").replace("a numbers", "numbers")
-        elif self.kind is dict:
-            text = "a mapping"
-        else:
-            text = names[self.kind]
-        if self.choices:
-            text = f"one of {', '.join(self.choices)}" if self.kind is str else text
-            if self.kind is list:
-                text += f" among {', '.join(self.choices)}"
-        if self.multiple:
-            text += f", a multiple of {self.multiple}"
-        if self.low is not None and self.high is not None:
-            text += f" in [{self.low:g}, {self.high:g}]"
-        elif self.low is not None:
-            text += f" >= {self.low:g}"
-        elif self.above is not None:
-            text += f" > {self.above:g}"
-        if self.nonempty:
-            text = "a non-empty " + text.removeprefix("a ")
-        return text + (", or None" if self.optional else "")
-
-
-_POS = Spec(int, low=1)
-_NONNEG = Spec(int, low=0)
-_EPOCHS = Spec(int, low=1)
-_RATE = Spec(float, above=0)
-_DECAY = Spec(float, low=0)
-_MILESTONES = Spec(
-    list,
-    item=float,
-    above=0,
-    what="a list of epochs or steps (>= 1) or fractions of the budget (below 1), possibly empty",
-)
-_CATEGORY = Spec(str, optional=True, what="a category name, or None (the first of the data)")
-_CATEGORIES = Spec(list, item=str, optional=True, nonempty=True)
-_SEEDS = Spec(list, item=int, low=0, nonempty=True)
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-SPECS: dict[str, Spec] = {
-    # --- every notebook ---
-    "profile": Spec(str, choices=("smoke", "quick", "paper")),
-    "out_dir": Spec(str, optional=True, what="a folder (str), or None (a scratch folder)"),
-    "runs_dir": Spec(str, optional=True, what="a folder (str), or None (runs/)"),
-    "executor": Spec(str, choices=("local", "ray")),
-    "data": Spec(str, what="a data source such as auto, demo, mvtec, digits or cifar10"),
-    "data_root": Spec(str, optional=True, what="a folder (str), or None"),
-    "category": _CATEGORY,
-    "categories": _CATEGORIES,
-    "classes": Spec(list, item=int, low=0, high=99, optional=True, nonempty=True),
-    "device": Spec(str, what="auto, cpu, cuda, cuda:N or mps"),
-    "torch_threads": Spec(int, low=1, optional=True),
-    # --- one ADTR run (the profiles' run block) ---
-    "image_size": Spec(int, low=16, multiple=16),
-    "backbone": Spec(str, what="a backbone name such as tf_efficientnet_lite0 or efficientnet_b4"),
-    "stages": Spec(list, item=int, low=1, high=5, nonempty=True),
-    "hidden_dim": _POS,
-    "dim_feedforward": _POS,
-    "num_encoder_layers": _POS,
-    "num_decoder_layers": _POS,
-    "num_heads": _POS,
-    "steps": Spec(
-        int,
-        low=1,
-        optional=True,
-        also=("auto",),
-        what="optimiser steps (an integer >= 1), auto (until the validation AUROC stops "
-        "improving), or None",
-    ),
-    "epochs": Spec(int, low=1, optional=True, what="an integer >= 1 (None: steps is the budget)"),
-    "batch_size": _POS,
-    "lr": _RATE,
-    "weight_decay": _DECAY,
-    "lr_milestones": _MILESTONES,
-    "seed": _NONNEG,
-    "precision": Spec(str, choices=("auto", "fp32", "bf16")),
-    # --- ADTR+ (03, 06) ---
-    "plus_steps": Spec(int, low=1, optional=True),
-    "plus_epochs": Spec(int, low=1, optional=True),
-    "plus_lr_milestones": _MILESTONES,
-    "alpha": _DECAY,
-    "topk": _POS,
-    "num_anomalies": Spec(int, low=1, optional=True),
-    "run_image_labels": Spec(bool),
-    # --- 04, 05, 08 ---
-    "pick": Spec(str, choices=("median", "max", "min")),
-    "variants": Spec(list, item=str, nonempty=True),
-    "max_per_group": Spec(int, low=2),
-    "mask_threshold": Spec(float, low=0, high=1),
-    "perplexity": _RATE,
-    "tsne_iter": Spec(int, low=250),
-    # --- 01 (the identical-mapping analysis) ---
-    "K": Spec(int, low=1, what="a square number of tokens >= 1 (the 3x3 conv needs a grid)"),
-    "C": _POS,
-    "structures": Spec(list, item=str, choices=("aligned", "iid"), nonempty=True),
-    "rank": _POS,
-    "channel_rank": Spec(int, low=1, optional=True),
-    "noise": _DECAY,
-    "anomaly_fraction": Spec(float, above=0, high=1, what="a number in (0, 1]"),
-    "n_train": _POS,
-    "n_test": _POS,
-    "data_seed": _NONNEG,
-    "kinds": Spec(
-        list,
-        item=str,
-        choices=("fc", "conv1x1", "conv3x3", "attention_query", "attention_self"),
-        nonempty=True,
-    ),
-    "init": Spec(str, choices=("default", "zero", "identity")),
-    "eval_every": _POS,
-    "seeds": _SEEDS,
-    "max_train": Spec(int, low=1, optional=True),
-    "real_epochs": _EPOCHS,
-    "real_batch_size": _POS,
-    "real_lr": _RATE,
-    "sweep": Spec(dict, what="a mapping of one or two settings to lists of values"),
-    "sweep_kinds": Spec(
-        list,
-        item=str,
-        choices=("fc", "conv1x1", "conv3x3", "attention_query", "attention_self"),
-        nonempty=True,
-    ),
-    "sweep_seeds": _SEEDS,
-    "sweep_epochs": _EPOCHS,
-}
-# Checks of one parameter against another: (name, test(values), expectation).
-CROSS_CHECKS: tuple[tuple[str, Callable[[dict], bool], Callable[[dict], str]], ...] = (
-    (
-        "num_heads",
-        lambda v: v["hidden_dim"] % v["num_heads"] == 0,
-        lambda v: f"a divisor of hidden_dim ({v['hidden_dim']})",
-    ),
-    (
-        "K",
-        lambda v: math.isqrt(v["K"]) ** 2 == v["K"],
-        lambda v: "a square number (the 3x3 conv sees the tokens on a grid)",
-    ),
-    (
-        "channel_rank",
-        lambda v: v["channel_rank"] is None or v["channel_rank"] <= v["C"],
-        lambda v: f"at most C ({v['C']}), or None",
-    ),
-    (
-        "epochs",
-        lambda v: v["epochs"] is not None or v["steps"] is not None,
-        lambda v: "an integer >= 1 when steps is None",
-    ),
-    (
-        "plus_epochs",
-        lambda v: v["plus_epochs"] is not None or v["plus_steps"] is not None,
-        lambda v: "an integer >= 1 when plus_steps is None",
-    ),
-    (
-        "device",
-        lambda v: bool(_DEVICE.match(v["device"])),
-        lambda v: "auto, cpu, cuda, cuda:N or mps",
-    ),
+_TOY_KINDS = ("fc", "conv1x1", "conv3x3", "attention_query", "attention_self")
+_POS = s.integer(ge=1)
+_SEEDS = s.items(s.integer(ge=0), "a non-empty list of integers >= 0", nonempty=True)
+_KINDS = s.items(
+    s.choice(*_TOY_KINDS), f"a non-empty list among {', '.join(_TOY_KINDS)}", nonempty=True
 )
 
+# The notebooks' own parameters; the run settings they share with ``adtr train`` (image_size,
+# epochs, lr, seed, device...) are ExperimentConfig's, declared once there (RUN_SCHEMA).
+NOTEBOOK_SCHEMA = s.Schema(
+    {
+        # --- every notebook ---
+        "profile": s.choice(*PROFILES),
+        "out_dir": s.path(null="a scratch folder"),
+        "runs_dir": s.path(null="runs/"),
+        "executor": s.choice("local", "ray"),
+        "categories": s.items(
+            s.text(), "a non-empty list of category names", nonempty=True, null="all"
+        ),
+        "classes": s.items(
+            s.integer(ge=0, le=99),
+            "a non-empty list of class numbers in [0, 99]",
+            nonempty=True,
+            null="all",
+        ),
+        "torch_threads": s.integer(ge=1, null="the thread rule"),
+        # --- ADTR+ (03, 06) ---
+        "plus_steps": s.integer(ge=1, null=True),
+        "plus_epochs": s.integer(ge=1, null="when plus_steps is set"),
+        "plus_lr_milestones": RUN_SCHEMA.settings["lr_milestones"],
+        "run_image_labels": s.flag(),
+        # --- 04, 05, 08 ---
+        "pick": s.choice("median", "max", "min"),
+        "variants": s.items(s.text(), "a non-empty list of variant names", nonempty=True),
+        "max_per_group": s.integer(ge=2),
+        "mask_threshold": s.number(ge=0, le=1),
+        "perplexity": s.number(gt=0),
+        "tsne_iter": s.integer(ge=250),
+        # --- 01 (the identical-mapping analysis) ---
+        "K": s.integer(ge=1, words="a square number of tokens >= 1 (the 3x3 conv needs a grid)"),
+        "C": _POS,
+        "structures": s.items(
+            s.choice("aligned", "iid"), "a non-empty list among aligned, iid", nonempty=True
+        ),
+        "rank": _POS,
+        "channel_rank": s.integer(ge=1, null=True),
+        "noise": s.number(ge=0),
+        "anomaly_fraction": s.number(gt=0, le=1),
+        "n_train": _POS,
+        "n_test": _POS,
+        "data_seed": s.integer(ge=0),
+        "kinds": _KINDS,
+        "init": s.choice("default", "zero", "identity"),
+        "seeds": _SEEDS,
+        "max_train": s.integer(ge=1, null=True),
+        "real_epochs": _POS,
+        "real_batch_size": _POS,
+        "real_lr": s.number(gt=0),
+        "sweep": s.mapping("a mapping of one or two settings to lists of values"),
+        "sweep_kinds": _KINDS,
+        "sweep_seeds": _SEEDS,
+        "sweep_epochs": _POS,
+    },
+    [
+        s.budget_rule("plus_epochs", "plus_steps"),
+        s.Rule(
+            ("K",),
+            lambda v: math.isqrt(v["K"]) ** 2 == v["K"],
+            lambda v: "a square number (the 3x3 conv sees the tokens on a grid)",
+        ),
+        s.Rule(
+            ("channel_rank", "C"),
+            lambda v: v["channel_rank"] is None or v["channel_rank"] <= v["C"],
+            lambda v: f"at most C ({v['C']}), or null",
+        ),
+    ],
+)
+# Every parameter of every notebook (a name declared twice is refused when this is built).
+SCHEMA = RUN_SCHEMA | NOTEBOOK_SCHEMA
 
-def _fail(name: str, value: Any, expected: str) -> ParameterError:
-    return ParameterError(f"parameter {name} = {value!r}: expected {expected}")
+
+def _listed(value: Any) -> Any:
+    """Tuples as lists, as a notebook's parameters cell writes them."""
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _number_ok(spec: Spec, x: float) -> bool:
-    if spec.low is not None and x < spec.low:
-        return False
-    if spec.high is not None and x > spec.high:
-        return False
-    if spec.above is not None and x <= spec.above:
-        return False
-    return not (spec.multiple and x % spec.multiple)
-
-
-def _scalar(kind: type, value: Any) -> tuple[bool, Any]:
-    """Whether ``value`` is of ``kind`` (ints count as floats, bools as nothing else)."""
-    if kind is bool:
-        return isinstance(value, bool), value
-    if isinstance(value, bool):
-        return False, value
-    if kind is float and isinstance(value, int | float):
-        return math.isfinite(value), float(value)
-    return isinstance(value, kind), value
-
-
-def _checked(spec: Spec, kind: type | None, value: Any) -> tuple[bool, Any]:
-    """Whether a scalar (a parameter, or an item of a list; ``kind`` None: anything) fits
-    ``spec``'s kind, bounds and choices, and the value normalised."""
-    ok, value = _scalar(kind, value) if kind else (True, value)
-    if ok and kind in (int, float):
-        ok = _number_ok(spec, value)
-    if ok and spec.choices:
-        ok = value in spec.choices
-    return ok, value
-
-
-def check_value(name: str, value: Any, spec: Spec | None = None) -> Any:
-    """Check one parameter; return it normalised (ints → float for numbers, tuples → lists).
+def check_value(name: str, value: Any) -> Any:
+    """Check one parameter by :data:`SCHEMA`; return it normalised (ints → float for numbers,
+    tuples → lists). A name that is no parameter is returned as it is.
 
     A string given for a list or mapping (``-p stages "[1, 2]"`` in papermill) is read as
     YAML first.
 
     Raises:
         ParameterError: wrong type or out of range; the message names parameter, value
-            and expectation.
+            and expectation, in the line every entry point gives.
     """
-    spec = spec or SPECS.get(name)
-    if spec is None:
-        return value
-    if spec.also and isinstance(value, str) and value in spec.also:
+    setting = SCHEMA.settings.get(name)
+    if setting is None:
         return value
     given = value
-    if value is None:
-        if spec.optional:
-            return None
-        raise _fail(name, given, spec.expected())
-    if spec.kind in (list, dict) and isinstance(value, str):
+    if setting.listed and isinstance(value, str):
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise _fail(name, given, spec.expected()) from None
-    if spec.kind is list:
-        if not isinstance(value, list | tuple) or (spec.nonempty and not value):
-            raise _fail(name, given, spec.expected())
-        items = []
-        for item in value:
-            ok, item = _checked(spec, spec.item, item)
-            if not ok:
-                raise _fail(name, given, spec.expected())
-            items.append(item)
-        return items
-    if spec.kind is dict:
-        if not isinstance(value, dict):
-            raise _fail(name, given, spec.expected())
-        return value
-    ok, value = _checked(spec, spec.kind, value)
-    if not ok:
-        raise _fail(name, given, spec.expected())
-    return value
+            raise ParameterError(s.invalid(name, given, setting.expected)) from None
+    try:
+        checked = setting.check(name, value)
+    except SettingError as err:
+        line = str(err) if value is given else s.invalid(name, given, setting.expected)
+        raise ParameterError(line) from None
+    return _listed(checked)
 
 
 def check_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Check every parameter, then the ones that depend on another; return them normalised.
+    """Check every parameter, then the rules between them; return them normalised.
 
     Raises:
         ParameterError: the first bad parameter, in one line.
     """
     checked = {name: check_value(name, value) for name, value in values.items()}
-    for name, test, expected in CROSS_CHECKS:
-        if name in checked:
-            try:
-                ok = test(checked)
-            except KeyError:
-                continue  # the other parameter is not a parameter of this notebook
-            if not ok:
-                raise _fail(name, checked[name], expected(checked))
+    try:
+        for rule in SCHEMA.rules:
+            rule.check(checked)
+    except SettingError as err:
+        raise ParameterError(str(err)) from None
     return checked
 
 
@@ -427,9 +264,6 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
         ParameterError: a parameter of the wrong type or out of range, one the notebook
             does not declare (a misspelt name given to papermill), or two budgets at once.
     """
-    from adtr_core.runs.config import hand_budget
-    from adtr_core.runs.profiles import profile_params, profile_run
-
     for name in ("profile", "out_dir"):
         if name not in namespace:
             raise ParameterError(f"parameter {name} is not declared in the parameters cell")
@@ -456,8 +290,8 @@ def resolve(notebook: str, namespace: MutableMapping[str, Any]) -> NotebookParam
     for epochs, steps in (("epochs", "steps"), ("plus_epochs", "plus_steps")):
         try:
             hand_budget(by_hand, resolved, epochs, steps)
-        except ValueError as err:
-            raise ParameterError(f"parameters {err}") from None
+        except SettingError as err:
+            raise ParameterError(str(err)) from None
     fixed = {name: namespace[name] for name in FIXED if name != "profile" and name in namespace}
     checked = check_values({**resolved, **fixed})
     values = {name: checked[name] for name in defaults}

@@ -1,9 +1,11 @@
 """The settings of one run: :class:`ExperimentConfig`, every field with its type, range and choices.
 
-A config is checked when it is built (:meth:`ExperimentConfig.check_values`): one line names
-the field, the value given and what is expected. It knows how its budget (steps or epochs)
-becomes the trainer's epochs and milestones, and names its results folder
-(:meth:`ExperimentConfig.run_name`).
+Each field is annotated with its :class:`~adtr_core.runs.schema.Setting`, the one declaration
+that checks it from every entry point (the command line, the notebooks, the YAML profiles,
+Python and a ``config.json`` read back: :data:`SCHEMA`). A config is checked when it is
+built: one line names the field, the value given and what is expected. It knows how its
+budget (steps or epochs) becomes the trainer's epochs and milestones, and names its results
+folder (:meth:`ExperimentConfig.run_name`).
 
 See Also:
     :mod:`adtr_core.runs.experiment` runs a config; :mod:`adtr_core.runs.results` reads and writes
@@ -16,14 +18,11 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import os
-import re
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
@@ -35,8 +34,10 @@ from adtr_core.data.sources import (
 )
 from adtr_core.method.model import POSITION_EMBEDDINGS
 from adtr_core.method.reconstructors import RECONSTRUCTORS
+from adtr_core.runs import schema as s
 from adtr_core.runs.peers import PEER_MODELS
-from adtr_core.runs.precision import autocast_dtype, check_precision
+from adtr_core.runs.precision import PRECISIONS, autocast_dtype
+from adtr_core.runs.schema import Rule, Schema, SettingError
 from adtr_core.runs.train import Plateau, TrainConfig
 
 MODELS = (*RECONSTRUCTORS, *PEER_MODELS)  # trained networks, then anomalib's fitted peers
@@ -48,102 +49,32 @@ MAX_IMAGE_SIZE = 2048
 MAX_WIDTH = 8192
 MAX_LAYERS = 64
 
-# Allowed values of the constrained fields: (test, what is expected). Types come from the
-# dataclass annotations; these are the ranges and choices on top (checked by check_values).
-_RANGES: dict[str, tuple[Any, str]] = {
-    "data": (lambda v: v in DATA_SOURCES, f"one of {', '.join(DATA_SOURCES)}"),
-    "model": (lambda v: v in MODELS, f"one of {', '.join(MODELS)}"),
-    "loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
-    "anomalies": (lambda v: v in ("confetti", "cifar100"), "confetti or cifar100"),
-    "score_mode": (lambda v: v in SCORE_MODES, f"one of {', '.join(SCORE_MODES)}"),
-    "pos_embed": (lambda v: v in POSITION_EMBEDDINGS, f"one of {', '.join(POSITION_EMBEDDINGS)}"),
-    "image_size": (
-        lambda v: 16 <= v <= MAX_IMAGE_SIZE and v % 16 == 0,
-        f"a multiple of 16 (the stride) in [16, {MAX_IMAGE_SIZE}]",
-    ),
-    "stages": (
-        lambda v: len(v) > 0 and list(v) == sorted(set(v)) and all(1 <= s <= 5 for s in v),
-        "a non-empty increasing list of stages from 1..5, e.g. [1, 2, 3, 4, 5]",
-    ),
-    "hidden_dim": (lambda v: 1 <= v <= MAX_WIDTH, f"an integer in [1, {MAX_WIDTH}]"),
-    "num_encoder_layers": (lambda v: 0 <= v <= MAX_LAYERS, f"an integer in [0, {MAX_LAYERS}]"),
-    "num_decoder_layers": (lambda v: 1 <= v <= MAX_LAYERS, f"an integer in [1, {MAX_LAYERS}]"),
-    "num_heads": (lambda v: v >= 1, "an integer >= 1 that divides hidden_dim"),
-    "dim_feedforward": (lambda v: 1 <= v <= 4 * MAX_WIDTH, f"an integer in [1, {4 * MAX_WIDTH}]"),
-    "dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
-    "steps": (
-        lambda v: v == "auto" or (not isinstance(v, str) and v >= 1),
-        "an integer >= 1 (optimiser steps), auto (until the validation AUROC stops improving), "
-        "or null (count epochs)",
-    ),
-    "max_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "val_fraction": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1) (0: no validation split)"),
-    "val_every": (lambda v: v >= 0, "an integer >= 0 (0: only at the end)"),
-    "val_patience": (lambda v: v >= 1, "an integer >= 1"),
-    "epochs": (lambda v: v >= 1, "an integer >= 1 (or null when steps is set)"),
-    "category": (
-        lambda v: str(v).strip() != "",
-        "a category name, or null (the first category of the data)",
-    ),
-    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "lr": (lambda v: v > 0, "a number > 0"),
-    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "lr_milestones": (
-        lambda v: all(m >= 0 for m in v),
-        "a list of epochs (steps when steps is set) >= 0, e.g. [400], or fractions of the "
-        "budget below 1, e.g. [0.8]",
-    ),
-    "lr_gamma": (lambda v: v > 0, "a number > 0"),
-    "grad_clip": (lambda v: v > 0, "a number > 0, or null (no clipping)"),
-    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
-    "device": (
-        lambda v: v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None,
-        "auto, cpu, cuda or cuda:N",
-    ),
-    "eval_every": (lambda v: v >= 0, "an integer >= 0 (0: only at the end)"),
-    "num_anomalies": (lambda v: v >= 1, "an integer >= 1, or null"),
-    "alpha": (lambda v: v > 0, "a number > 0"),
-    "topk": (lambda v: v >= 1, "an integer >= 1"),
-    "pool_size": (lambda v: v >= 1, "an integer >= 1"),
-    "sigma": (lambda v: v >= 0, "a number >= 0"),
-}
+# The settings that take more than a few words to declare (the others are declared at their field).
+_STAGES = s.items(
+    s.integer(ge=1, le=5),
+    "a non-empty increasing list of stages from 1..5, e.g. [1, 2, 3, 4, 5]",
+    nonempty=True,
+    test=lambda v: list(v) == sorted(set(v)),
+)
+_STEPS = s.union(
+    s.integer(ge=1),
+    "auto",
+    None,
+    words="an integer >= 1 (optimiser steps), auto (until the validation AUROC stops improving), "
+    "or null (count epochs)",
+)
+_MILESTONES = s.items(
+    s.number(ge=0),
+    "a list of epochs (steps when steps is set) >= 0, e.g. [400], or fractions of the budget "
+    "below 1, e.g. [0.8]",
+)
+_DEVICE = s.pattern(r"auto|cpu|cuda|cuda:\d+", "auto, cpu, cuda or cuda:N")
+_CATEGORY = s.text(null="the first category of the data", number_too=True, words="a category name")
+_FOLDER = s.path(null=True)
+_EVERY = s.integer(ge=0, words="an integer >= 0 (0: only at the end)")
+_VAL_FRACTION = s.number(ge=0, lt=1, words="a number in [0, 1) (0: no validation split)")
 
-_DEFAULT_VAL = 0.1  # ExperimentConfig.val_fraction's default, for the cross-field check
-_CHOICE_FIELDS = frozenset({"data", "model", "loss", "anomalies", "score_mode", "pos_embed"})
-
-
-def _type_error(annotation: Any, value: Any) -> str | None:
-    """What is wrong with ``value`` for a field annotated ``annotation`` (None: nothing)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        what = [_type_error(a, value) for a in inner]
-        if any(w is None for w in what):
-            return None
-        return what[0] + (", or null" if type(None) in args else "")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            return "a list of integers, e.g. [1, 2]"
-        bad = [v for v in value if _type_error(args[0], v) is not None]
-        what = (
-            "a list of numbers, e.g. [0.8]"
-            if args[0] is float
-            else "a list of integers, e.g. [1, 2]"
-        )
-        return what if bad else None
-    if annotation is bool:
-        return None if isinstance(value, bool) else "true or false"
-    if annotation is int:
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        return None if ok else "an integer"
-    if annotation is float:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        return None if ok and math.isfinite(float(value)) else "a finite number"
-    if annotation is str:  # paths may come as Path objects from Python
-        return None if isinstance(value, str | os.PathLike) else "a string"
-    return None
+_DEFAULT_VAL = 0.1  # ExperimentConfig.val_fraction's default
 
 
 def hand_budget(
@@ -161,10 +92,10 @@ def hand_budget(
             the ADTR+ runs of a notebook).
 
     Raises:
-        ValueError: both budgets given, in one line.
+        SettingError: both budgets given, in one line.
     """
     if by_hand.get(epochs) is not None and by_hand.get(steps) is not None:
-        raise ValueError(
+        raise SettingError(
             f"{epochs} = {by_hand[epochs]!r} and {steps} = {by_hand[steps]!r} are two budgets: "
             f"set one ({steps} counts optimiser steps, {epochs} passes over the training images)"
         )
@@ -172,50 +103,87 @@ def hand_budget(
         values[steps] = None  # an epoch count given by hand replaces the step budget
 
 
-def _check_folders_differ(values: dict[str, Any]) -> None:
-    """Refuse one folder given as two of the normal, anomalous and normal-test folders."""
-    roles = {"data_root": "normal", "anomalous_dir": "anomalous", "test_normal_dir": "test-normal"}
+_FOLDER_ROLES = {
+    "data_root": "normal",
+    "anomalous_dir": "anomalous",
+    "test_normal_dir": "test-normal",
+}
+
+
+def _folder_twice(values: typing.Mapping[str, Any]) -> tuple[Path, str, str] | None:
+    """A folder given as two of the normal, anomalous and normal-test folders: (it, role, role)."""
     if values.get("anomalous_dir") is None and values.get("test_normal_dir") is None:
-        return  # data_root is then a dataset root, not a folder of normal images
+        return None  # data_root is then a dataset root, not a folder of normal images
     seen: dict[Path, str] = {}
-    for name, role in roles.items():
+    for name, role in _FOLDER_ROLES.items():
         if isinstance(values.get(name), str | os.PathLike):
             folder = Path(values[name]).expanduser().resolve()
             if folder in seen:
-                raise ValueError(
-                    f"{folder} is given as both the {seen[folder]} and the {role} folder: "
-                    "normal training, anomalous and normal test images need folders of their own"
-                )
+                return folder, seen[folder], role
             seen[folder] = role
+    return None
+
+
+def _folders_line(values: typing.Mapping[str, Any]) -> str:
+    folder, first, second = _folder_twice(values)
+    return (
+        f"{folder} is given as both the {first} and the {second} folder: normal training, "
+        "anomalous and normal test images need folders of their own"
+    )
+
+
+# The rules between fields, stated once (the notebooks check their run settings by them too).
+RULES = [
+    s.divisor_rule("num_heads", of="hidden_dim"),
+    s.budget_rule("epochs", "steps"),
+    Rule(
+        ("steps", "val_fraction"),
+        lambda v: v["steps"] != "auto" or v["val_fraction"] != 0,
+        lambda v: "a number of steps when val_fraction is 0 (auto stops on the validation AUROC)",
+    ),
+    Rule((), lambda v: _folder_twice(v) is None, line=_folders_line),
+]
 
 
 @dataclass
 class ExperimentConfig:
-    """Everything one run depends on. Defaults are the paper's settings (METHOD.md §4)."""
+    """Everything one run depends on. Defaults are the paper's settings (METHOD.md §4).
+
+    Each field's annotation holds its :class:`~adtr_core.runs.schema.Setting` (type, range or
+    choices, the words of its error); :data:`RULES` relate fields to each other.
+    """
 
     # --- data ---
     # auto: MVTec AD (MVTEC_ROOT, else the embedded bottle category), else the demo textures
-    data: str = "auto"  # auto | mvtec | demo | folder | cifar10 | digits
-    data_root: str | None = None  # None: MVTEC_ROOT / CIFAR_ROOT, else the embedded data
-    # data="folder": data_root holds the normal training images; these the test images
-    anomalous_dir: str | None = None  # anomalous test images (sub-folders: defect types)
-    mask_dir: str | None = None  # their masks, matched by file stem; None: image labels only
-    test_normal_dir: str | None = None  # normal test images
-    category: str | None = None  # MVTec category, or the normal class for one-class data
-    image_size: int = 256  # the paper: 256 (MVTec, 16x16 grid); one-class data is upsampled
+    data: Annotated[str, s.choice(*DATA_SOURCES)] = "auto"
+    # None: MVTEC_ROOT / CIFAR_ROOT, else the embedded data
+    data_root: Annotated[str | None, _FOLDER] = None
+    # data="folder": data_root holds the normal training images; these the test images:
+    # anomalous ones (sub-folders: defect types), their masks (matched by file stem; None:
+    # image labels only) and normal ones
+    anomalous_dir: Annotated[str | None, _FOLDER] = None
+    mask_dir: Annotated[str | None, _FOLDER] = None
+    test_normal_dir: Annotated[str | None, _FOLDER] = None
+    # MVTec category, or the normal class for one-class data
+    category: Annotated[str | int | None, _CATEGORY] = None
+    # the paper: 256 (MVTec, 16x16 grid); one-class data is upsampled
+    image_size: Annotated[int, s.integer(ge=16, le=MAX_IMAGE_SIZE, multiple_of=16)] = 256
     # --- backbone ---
-    backbone: str = "tf_efficientnet_lite0"  # the paper: efficientnet_b4 (weights not offline)
-    stages: tuple[int, ...] = (1, 2, 3, 4, 5)  # multi-scale; (5,) is the last-layer ablation
-    backbone_weights: str = "auto"  # auto | random | timm | path to a state dict
+    # the paper: efficientnet_b4 (weights not offline)
+    backbone: Annotated[str, s.text(words="a timm backbone name")] = "tf_efficientnet_lite0"
+    stages: Annotated[tuple[int, ...], _STAGES] = (1, 2, 3, 4, 5)  # (5,): the last-layer ablation
+    # auto | random | timm | path to a state dict
+    backbone_weights: Annotated[str, s.path(words="auto, random, timm or a path")] = "auto"
     # --- reconstruction model ---
-    model: str = "adtr"  # adtr | adtr_no_attention | adtr_no_query | cnn | padim | patchcore
-    hidden_dim: int = 256
-    num_encoder_layers: int = 4
-    num_decoder_layers: int = 4
-    num_heads: int = 8
-    dim_feedforward: int = 1024
-    dropout: float = 0.1
-    pos_embed: str = "sine"  # sine (DETR's fixed) | learned (row + column, UniAD's); see model
+    model: Annotated[str, s.choice(*MODELS)] = "adtr"
+    hidden_dim: Annotated[int, s.integer(ge=1, le=MAX_WIDTH)] = 256
+    num_encoder_layers: Annotated[int, s.integer(ge=0, le=MAX_LAYERS)] = 4
+    num_decoder_layers: Annotated[int, s.integer(ge=1, le=MAX_LAYERS)] = 4
+    num_heads: Annotated[int, s.integer(ge=1)] = 8  # a divisor of hidden_dim (RULES)
+    dim_feedforward: Annotated[int, s.integer(ge=1, le=4 * MAX_WIDTH)] = 1024
+    dropout: Annotated[float, s.number(ge=0, lt=1)] = 0.1
+    # sine (DETR's fixed) | learned (row + column, UniAD's); see adtr_core.method.model
+    pos_embed: Annotated[str, s.choice(*POSITION_EMBEDDINGS)] = "sine"
     # --- training ---
     # The budget: with steps None, epochs and lr_milestones count epochs (the paper's 500 and
     # 400). With steps set, they count optimiser steps whatever the training set's size:
@@ -224,43 +192,51 @@ class ExperimentConfig:
     # fraction of the budget (0.8: at 80 % of the steps or epochs), so it moves with it.
     # steps "auto": train until the validation AUROC stops improving (val_patience
     # evaluations without a gain: the lr drops once, then training stops), at most max_steps.
-    steps: int | str | None = None
-    max_steps: int = 4000  # the upper bound of steps "auto"
-    epochs: int | None = 500  # None only with steps set
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    lr_milestones: tuple[float, ...] = (400,)
-    lr_gamma: float = 0.1
-    grad_clip: float | None = 0.1
-    seed: int = 0
-    device: str = "auto"
+    steps: Annotated[int | str | None, _STEPS] = None
+    max_steps: Annotated[int, s.integer(ge=1)] = 4000  # the upper bound of steps "auto"
+    epochs: Annotated[int | None, s.integer(ge=1, null="when steps is set")] = 500
+    batch_size: Annotated[int, s.integer(ge=1)] = 16
+    lr: Annotated[float, s.number(gt=0)] = 1e-4
+    weight_decay: Annotated[float, s.number(ge=0)] = 1e-4
+    lr_milestones: Annotated[tuple[float, ...], _MILESTONES] = (400,)
+    lr_gamma: Annotated[float, s.number(gt=0)] = 0.1
+    grad_clip: Annotated[float | None, s.number(gt=0, null="no clipping")] = 0.1
+    seed: Annotated[int, s.integer(ge=0, lt=2**32, words="an integer in [0, 2**32)")] = 0
+    device: Annotated[str, _DEVICE] = "auto"
     # auto: bf16 autocast on CUDA, float32 on the CPU; fp32; bf16: autocast on CUDA and on
     # CPUs with bf16 instructions (adtr_core.runs.precision), for features, training and scoring.
-    precision: str = "auto"
-    eval_every: int = 0  # epochs between evaluations on the test set (0: only at the end)
+    precision: Annotated[str, s.choice(*PRECISIONS)] = "auto"
+    # epochs between evaluations on the test set
+    eval_every: Annotated[int, _EVERY] = 0
     # --- validation (no test labels; our choice, the paper is silent) ---
     # A share of train/good held out of training (at least 8 images; none below 16), and
     # synthetic anomalies made from it (confetti and pasted patches): the validation AUROC,
     # recorded every val_every epochs, the self-check at the end and the signal of steps
     # "auto". 0: train on every image, no validation.
-    val_fraction: float = _DEFAULT_VAL
-    val_every: int = 1  # epochs between validation AUROCs (0: only at the end)
-    val_patience: int = 3  # steps "auto": evaluations without a gain before the lr drop / stop
+    val_fraction: Annotated[float, _VAL_FRACTION] = _DEFAULT_VAL
+    val_every: Annotated[int, _EVERY] = 1  # epochs between validation AUROCs
+    # steps "auto": evaluations without a gain before the lr drop, and again before the stop
+    val_patience: Annotated[int, s.integer(ge=1)] = 3
     # --- anomaly-available case (ADTR+, Sec. 3.3) ---
-    loss: str = "norm"  # norm (eq. 1) | px (eqs. 6-7) | img (eqs. 8-9)
-    anomalies: str | None = None  # confetti | cifar100: the anomalies shown in training
-    num_anomalies: int | None = None  # None: as many as normal training images
-    alpha: float = 0.003
-    topk: int = 20
-    init_from: str | None = None  # results folder or checkpoint of the normal-only model
+    loss: Annotated[str, s.choice(*LOSSES)] = "norm"  # norm (eq. 1) | px (eqs. 6-7) | img (8-9)
+    # the anomalies shown in training (None: confetti, or cifar100 for CIFAR-10)
+    anomalies: Annotated[str | None, s.choice("confetti", "cifar100", null=True)] = None
+    # None: as many as normal training images
+    num_anomalies: Annotated[int | None, s.integer(ge=1, null=True)] = None
+    alpha: Annotated[float, s.number(gt=0)] = 0.003
+    topk: Annotated[int, s.integer(ge=1)] = 20
+    # results folder or checkpoint of the normal-only model
+    init_from: Annotated[str | None, s.path(null=True, words="a results folder or checkpoint")] = (
+        None
+    )
     # Our choice (the paper is silent): start the output projection's bias at the mean
     # training feature, so training does not spend its first steps learning the mean.
-    init_output_bias: bool = True
+    init_output_bias: Annotated[bool, s.flag()] = True
     # --- scoring ---
-    score_mode: str | None = None  # None: max_avgpool (MVTec-style) or mean (one-class data)
-    pool_size: int = 16
-    sigma: float = 4.0
+    # None: max_avgpool (MVTec-style) or mean (one-class data)
+    score_mode: Annotated[str | None, s.choice(*SCORE_MODES, null=True)] = None
+    pool_size: Annotated[int, s.integer(ge=1)] = 16
+    sigma: Annotated[float, s.number(ge=0)] = 4.0
 
     def __post_init__(self) -> None:
         self.check_values(dataclasses.asdict(self))
@@ -268,11 +244,6 @@ class ExperimentConfig:
         self.lr_milestones = tuple(m if 0 < m < 1 else int(m) for m in self.lr_milestones)
         if self.data == "auto":
             self.data = "mvtec" if paths.default_mvtec_root() is not None else "demo"
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
-        check_precision(self.precision)
         if self.loss != "norm" and self.anomalies is None:
             self.anomalies = "cifar100" if self.data == "cifar10" else "confetti"
         if self.score_mode is None:
@@ -287,47 +258,17 @@ class ExperimentConfig:
 
     @classmethod
     def check_values(cls, values: dict[str, Any], ignore_unknown: bool = False) -> None:
-        """Check values against their fields' types and ranges before any work is done.
+        """Check values by :data:`SCHEMA` before any work is done.
 
-        Only the keys present are checked (notebooks pass their parameters cell; keys
-        that are not fields are refused, or skipped with ``ignore_unknown``), plus the
-        cross-field rule that ``num_heads`` divides ``hidden_dim`` when both are given.
+        Only the keys present are checked (keys that are not fields are refused, or skipped
+        with ``ignore_unknown``), and each rule whose fields are all present.
 
         Raises:
-            ValueError: one line naming the field, the value given and what is expected.
+            SettingError: one line naming the field, the value given and what is expected.
         """
         if not ignore_unknown:
             cls.check_fields(values)
-        hints = typing.get_type_hints(cls)
-        for name, value in values.items():
-            if name not in hints:
-                continue
-            problem = _type_error(hints[name], value)
-            if name == "category" and isinstance(value, numbers.Integral):
-                problem = None  # a one-class protocol's normal class may be given as a number
-            if problem is None and value is not None and name in _RANGES:
-                test, expected = _RANGES[name]
-                if not test(value):
-                    problem = expected
-            if problem is not None and name in _CHOICE_FIELDS and isinstance(value, str):
-                raise ValueError(f"unknown {name} {value!r}: choose {problem}")
-            if problem is not None:
-                raise ValueError(f"{name}={value!r} is not valid: expected {problem}")
-        if values.get("steps") == "auto" and values.get("val_fraction", _DEFAULT_VAL) == 0:
-            raise ValueError(
-                "steps='auto' is not valid with val_fraction=0: it stops on the validation "
-                "AUROC; give a number of steps or a val_fraction > 0"
-            )
-        if "epochs" in values and values["epochs"] is None and values.get("steps") is None:
-            raise ValueError(
-                "epochs=None is not valid: expected an integer >= 1 unless steps is set"
-            )
-        _check_folders_differ(values)
-        dim, heads = values.get("hidden_dim"), values.get("num_heads")
-        if isinstance(dim, int) and isinstance(heads, int) and heads >= 1 and dim % heads:
-            raise ValueError(
-                f"num_heads={heads!r} is not valid: expected a divisor of hidden_dim={dim}"
-            )
+        SCHEMA.check(values)
 
     @classmethod
     def check_fields(cls, names, what: str = "experiment parameter(s)") -> None:
@@ -419,6 +360,17 @@ class ExperimentConfig:
         if self.loss != "norm":
             parts.append(f"{self.loss}-{self.anomalies}")
         return "-".join(parts).replace("/", "_") + f"-{digest[:8]}"
+
+
+# Every field's setting, from its annotation, and the rules between fields: the one check of a
+# run's settings from every entry point.
+SCHEMA = Schema(
+    {
+        name: hint.__metadata__[0]
+        for name, hint in typing.get_type_hints(ExperimentConfig, include_extras=True).items()
+    },
+    RULES,
+)
 
 
 DEFAULTS = {  # every field's default, as config.json writes it
