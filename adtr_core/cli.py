@@ -5,8 +5,9 @@ Every command has ``--help``. ``adtr train`` takes its settings from a profile
 then from the flags, then from ``--set key=value`` pairs (any field of
 ``ExperimentConfig``).
 
-Every command that computes sets torch's threads by the rule of ``adtr_core.runs.threads``
-(``--threads N`` or ``ADTR_THREADS`` fix the count).
+Training takes a fixed torch thread count (``--threads N``, else ``ADTR_THREADS``, else every
+core), stored with the run; scoring takes the rule of ``adtr_core.runs.threads`` unless a count
+is given (``--threads auto`` asks for the rule in training too).
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ def _literal(raw: str):
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+
+
+def _threads_argument(raw: str) -> int | str:
+    """``--threads``: a count >= 1, or auto."""
+    if raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of threads >= 1 or auto, got {raw!r}")
+    return count
 
 
 def _parse_set(pairs: list[str]) -> dict:
@@ -399,10 +413,12 @@ def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=_threads_argument,
         default=None,
-        help="torch CPU threads (default: ADTR_THREADS, else one per core left free by "
-        "other processes, re-chosen every epoch)",
+        help="torch CPU threads: N, or auto (one per core left free by other processes, "
+        "re-chosen every epoch). Default: ADTR_THREADS, else every core, fixed, for training "
+        "(the count is stored with the run: the same command gives the same numbers), and "
+        "auto for scoring",
     )
 
 

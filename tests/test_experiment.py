@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,6 +51,9 @@ def test_results_folder_holds_every_artefact(tiny_run):
     maps = np.load(out / "score_maps.npz")["maps"]
     assert maps.shape == (m["num_test"], 64, 64) and np.isfinite(maps).all()
     assert len(tiny_run.history) == TINY["epochs"]
+    # the thread count it trained with (ADTR_THREADS, as no count was given) is part of it
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["threads"] == int(os.environ["ADTR_THREADS"]) == tiny_run.config.threads
 
 
 def test_rerun_resumes_without_training(tiny_run):

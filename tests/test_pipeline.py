@@ -24,6 +24,7 @@ from adtr_core.figures.pipeline import (
     read_manifest,
     select_notebooks,
 )
+from adtr_core.figures.pipeline import run as run_module
 from adtr_core.runs import profiles
 from adtr_core.runs import threads as pipeline_threads
 
@@ -439,3 +440,27 @@ def test_ray_executor_reaches_the_notebooks(tmp_path, monkeypatch):
     assert runs[0].record["parameters"]["executor"] == "ray"
     assert "ray address set: True" in _stream_text(figures / "executed" / "01_fake_sweep.ipynb")
     assert (figures / "01_fake_sweep_table.csv").is_file()
+
+
+def test_a_whole_run_leaves_the_optional_notebooks_out_and_names_them(
+    tmp_path, monkeypatch, capsys
+):
+    """``make figures`` skips what :data:`OPTIONAL` lists (and says so); naming one runs it."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for stem in ("01_fake_ok", "07_fake_long"):
+        _notebook(
+            folder / f"{stem}.ipynb", [("parameters", PARAMS), ("code", SAVE.format(stem=stem))]
+        )
+    monkeypatch.setitem(run_module.OPTIONAL, "07", "a long one: make figures NOTEBOOK=07")
+    monkeypatch.setattr(profiles, "profile_params", lambda profile, section: {})
+    figures = tmp_path / "figures"
+    runs = pipeline.run_pipeline("smoke", notebooks_dir=folder, figures_dir=figures)
+    assert [r.stem for r in runs] == ["01_fake_ok"]
+    assert (
+        "left out: 07_fake_long (a long one: make figures NOTEBOOK=07)" in capsys.readouterr().out
+    )
+    runs = pipeline.run_pipeline("smoke", notebook="07", notebooks_dir=folder, figures_dir=figures)
+    assert [r.stem for r in runs] == ["07_fake_long"]
+    assert set(read_manifest(figures)["notebooks"]) == {"01_fake_ok", "07_fake_long"}
+    assert "09" in run_module.OPTIONAL  # the fidelity study

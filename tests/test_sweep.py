@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 
@@ -12,6 +13,7 @@ import pytest
 
 from adtr_core.runs import sweep
 from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.experiment import resolve_config
 from adtr_core.runs.sweep import grid, results_table, run_dir, run_sweep
 
 
@@ -44,7 +46,9 @@ def test_unknown_executor_is_refused(tiny_config):
 
 def test_run_dir_uses_the_resolved_category(tmp_path):
     cfg = ExperimentConfig(data="demo", category=None)
-    named = dataclasses.replace(cfg, category="brick")  # the first demo category
+    resolved = resolve_config(cfg)  # the first demo category, and the thread count
+    assert resolved.category == "brick" and resolved.threads == int(os.environ["ADTR_THREADS"])
+    named = dataclasses.replace(cfg, category="brick", threads=resolved.threads)
     assert run_dir(cfg, tmp_path) == tmp_path / named.run_name()
 
 
@@ -62,7 +66,7 @@ def test_sweep_trains_once_then_loads(tiny_config, tmp_path, monkeypatch):
     first = run_sweep(cfgs, runs_dir=tmp_path)
     assert len(calls) == 1
     assert [r.extra["reused"] for r in first] == [False, False]
-    assert first[0].out_dir == tmp_path / tiny_config.run_name()
+    assert first[0].out_dir == tmp_path / resolve_config(tiny_config).run_name()
     assert 0.0 <= first[0].metrics["image_auroc"] <= 1.0
     assert first[0].score_maps.shape[1:] == (64, 64)
 
@@ -74,7 +78,7 @@ def test_sweep_trains_once_then_loads(tiny_config, tmp_path, monkeypatch):
     np.testing.assert_array_equal(second[0].score_maps, first[0].score_maps)
 
     # An unfinished run (no metrics.json) is run again: run_experiment resumes it.
-    (tmp_path / tiny_config.run_name() / "metrics.json").unlink()
+    (tmp_path / resolve_config(tiny_config).run_name() / "metrics.json").unlink()
     third = run_sweep([tiny_config], runs_dir=tmp_path)
     assert len(calls) == 2 and third[0].extra["reused"] is False
 

@@ -112,3 +112,41 @@ def test_load_meter_sees_a_busy_process_and_not_itself():
         spinner.wait()
     assert own_only is not None and loaded is not None
     assert loaded > own_only + 0.5  # one more core busy, give or take other work
+
+
+def test_a_trained_run_is_identified_by_a_fixed_count(monkeypatch):
+    """No count given: ADTR_THREADS, else every core; "auto" asks for the rule; the count
+    resolved is stored in the config, and so names the results folder."""
+    from adtr_core.runs.config import ExperimentConfig
+    from adtr_core.runs.experiment import resolve_config
+
+    monkeypatch.delenv("ADTR_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    assert threads.run_threads() == 2 and threads.run_threads(default=1) == 1
+    assert threads.run_threads(3) == 3 and threads.run_threads("auto") == "auto"
+    monkeypatch.setenv("ADTR_THREADS", "1")
+    assert threads.run_threads() == 1 and threads.run_threads(3) == 3
+    assert threads.run_threads("auto") == "auto"  # the explicit rule wins over the variable
+    monkeypatch.setenv("ADTR_THREADS", "auto")
+    assert threads.run_threads() == "auto"
+    monkeypatch.setenv("ADTR_THREADS", "2")
+    assert ThreadRule("auto").fixed is None and ThreadRule(None).fixed == 2
+
+    cfg = ExperimentConfig(data="demo", category="grass")
+    one, two = resolve_config(cfg, threads=1), resolve_config(cfg)
+    assert (one.threads, two.threads) == (1, 2) and one.run_name() != two.run_name()
+    assert resolve_config(cfg, default_threads=1).threads == 2  # ADTR_THREADS first
+    monkeypatch.delenv("ADTR_THREADS")
+    assert resolve_config(cfg, default_threads=1).threads == 1  # a Ray task's one CPU
+    peer = resolve_config(ExperimentConfig(data="demo", category="grass", model="patchcore"))
+    assert peer.threads is None  # a fitted peer's scores do not depend on the count
+
+
+def test_the_command_line_takes_a_count_or_auto(capsys):
+    from adtr_core.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--threads", "auto"]).threads == "auto"
+    assert build_parser().parse_args(["train", "--threads", "2"]).threads == 2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--threads", "0"])
+    assert "threads >= 1 or auto" in capsys.readouterr().err

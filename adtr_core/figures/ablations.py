@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from adtr_core.figures.reporting.paper import PAPER_ABLATION_PIXEL_AUROC
 from adtr_core.method.backbone import BackboneWeightsError
 from adtr_core.runs.config import ExperimentConfig
 from adtr_core.runs.experiment import build_feature_extractor
-from adtr_core.figures.reporting.paper import PAPER_ABLATION_PIXEL_AUROC
 from adtr_core.runs.results import RunResult
 
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from adtr_core.runs.features import map_reconstructions
 from adtr_core.method.masks import mask_to_grid
+from adtr_core.runs.features import map_reconstructions
 
 NORMAL, ANOMALOUS = "normal", "anomalous"
 

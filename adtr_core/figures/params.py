@@ -33,9 +33,11 @@ from typing import Any
 import yaml
 
 from adtr_core import paths
+from adtr_core.method.reconstructors import RECONSTRUCTORS
 from adtr_core.runs import schema as s
 from adtr_core.runs.config import SCHEMA as RUN_SCHEMA
 from adtr_core.runs.config import hand_budget
+from adtr_core.runs.peers import PEER_MODELS
 from adtr_core.runs.profiles import PROFILES, profile_params, profile_run
 from adtr_core.runs.schema import SettingError
 
@@ -108,6 +110,19 @@ NOTEBOOK_SCHEMA = s.Schema(
         "mask_threshold": s.number(ge=0, le=1),
         "perplexity": s.number(gt=0),
         "tsne_iter": s.integer(ge=250),
+        # --- 09 (the fidelity study) ---
+        "study_sets": s.items(
+            s.text(),
+            "a non-empty list of source/category names, e.g. [dev/bottle-small]",
+            nonempty=True,
+        ),
+        "study_models": s.items(
+            s.choice(*RECONSTRUCTORS),
+            f"a non-empty list among {', '.join(RECONSTRUCTORS)}",
+            nonempty=True,
+        ),
+        "peers": s.items(s.choice(*PEER_MODELS), f"a list among {', '.join(PEER_MODELS)}"),
+        "test_every": s.integer(ge=0, words="an integer >= 0 (0: only at the end)"),
         # --- 01 (the identical-mapping analysis) ---
         "K": s.integer(ge=1, words="a square number of tokens >= 1 (the 3x3 conv needs a grid)"),
         "C": _POS,

@@ -71,6 +71,14 @@ _MILESTONES = s.items(
 _DEVICE = s.pattern(r"auto|cpu|cuda|cuda:\d+", "auto, cpu, cuda or cuda:N")
 _CATEGORY = s.text(null="the first category of the data", number_too=True, words="a category name")
 _FOLDER = s.path(null=True)
+_THREADS = s.union(
+    s.integer(ge=1),
+    "auto",
+    None,
+    words="an integer >= 1 (torch CPU threads, fixed for the run), auto (one per core left "
+    "free, re-chosen every epoch: the numbers then depend on the load), or null (ADTR_THREADS, "
+    "else every core)",
+)
 _EVERY = s.integer(ge=0, words="an integer >= 0 (0: only at the end)")
 _VAL_FRACTION = s.number(ge=0, lt=1, words="a number in [0, 1) (0: no validation split)")
 
@@ -203,6 +211,9 @@ class ExperimentConfig:
     grad_clip: Annotated[float | None, s.number(gt=0, null="no clipping")] = 0.1
     seed: Annotated[int, s.integer(ge=0, lt=2**32, words="an integer in [0, 2**32)")] = 0
     device: Annotated[str, _DEVICE] = "auto"
+    # torch CPU threads of training: a count changes the floats a little, so a trained run
+    # holds the one it used (null is resolved when it starts: adtr_core.runs.threads.run_threads)
+    threads: Annotated[int | str | None, _THREADS] = None
     # auto: bf16 autocast on CUDA, float32 on the CPU; fp32; bf16: autocast on CUDA and on
     # CPUs with bf16 instructions (adtr_core.runs.precision), for features, training and scoring.
     precision: Annotated[str, s.choice(*PRECISIONS)] = "auto"

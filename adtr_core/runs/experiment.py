@@ -71,7 +71,7 @@ from adtr_core.runs.memory import check_fits
 from adtr_core.runs.peers import PEER_LABELS, PEER_MODELS, PeerConfig, build_peer
 from adtr_core.runs.precision import autocast_dtype, precision_name
 from adtr_core.runs.results import RunResult, write_results
-from adtr_core.runs.threads import ThreadRule, fit_threads
+from adtr_core.runs.threads import ThreadRule, fit_threads, run_threads
 from adtr_core.runs.train import Trainer
 
 MIN_PEER_IMAGES = 2  # PaDiM's covariance and PatchCore's memory bank need more than one
@@ -212,8 +212,10 @@ def run_experiment(
         progress: show tqdm progress bars.
         overwrite: move a previous run in ``out_dir`` aside (``<out_dir>.replaced-<time>/``)
             and start afresh, whatever its config.
-        threads: torch CPU threads; None: ``ADTR_THREADS`` or the rule of
-            ``adtr_core.runs.threads`` (re-applied every epoch).
+        threads: torch CPU threads of training, over the config's ``threads``; "auto": the
+            rule of ``adtr_core.runs.threads`` (re-applied every epoch); None: the config's,
+            else ``ADTR_THREADS``, else every core. The count is stored in the config, so it
+            is part of the results folder's name.
 
     Returns:
         The metrics, history, per-image scores and score maps; also written to ``out_dir``.
@@ -228,6 +230,25 @@ def run_experiment(
     return _in_results_folder(cfg, out_dir, overwrite, progress, threads, _train_and_evaluate)
 
 
+def resolve_config(
+    cfg: ExperimentConfig, threads: int | str | None = None, default_threads: int | None = None
+) -> ExperimentConfig:
+    """The config as :func:`run_experiment` stores it, whose run name is its folder's name:
+    the category filled in and, for a trained run, its thread count
+    (:func:`adtr_core.runs.threads.run_threads` of ``threads``, else the config's).
+
+    Args:
+        cfg: an experiment config.
+        threads: an explicit thread count (or "auto"), over the config's.
+        default_threads: the count when none is given anywhere (default: every core).
+    """
+    changes: dict[str, Any] = {"category": resolve_category(cfg)}
+    if cfg.model not in PEER_MODELS:  # a fitted peer's scores do not depend on the count
+        given = threads if threads is not None else cfg.threads
+        changes["threads"] = run_threads(given, default_threads)
+    return dataclasses.replace(cfg, **changes)
+
+
 def _in_results_folder(cfg, out_dir, overwrite, progress, threads, work) -> RunResult:
     """Check the memory, claim and lock the results folder, then ``work(cfg, out, ...)``.
 
@@ -236,8 +257,7 @@ def _in_results_folder(cfg, out_dir, overwrite, progress, threads, work) -> RunR
     """
     start = time.perf_counter()
     check_fits(cfg, device=str(resolve_device(cfg.device)))  # before any work or folder
-    category = resolve_category(cfg)
-    cfg = dataclasses.replace(cfg, category=category)
+    cfg = resolve_config(cfg, threads)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir() / cfg.run_name()
     created = not out.exists()
     ensure_dir(out, "results folder")  # config.json comes last: it marks the run finished
@@ -256,7 +276,7 @@ def _train_and_evaluate(
     cfg: ExperimentConfig, out: Path, progress: bool, start: float, threads: int | str | None
 ):
     category = cfg.category
-    thread_rule = ThreadRule(threads)
+    thread_rule = ThreadRule(cfg.threads)  # resolved: a count, or "auto"
     thread_rule.apply()
     device = resolve_device(cfg.device)
     dtype = autocast_dtype(cfg.precision, device)

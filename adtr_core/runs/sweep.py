@@ -32,10 +32,9 @@ from typing import Any
 import pandas as pd
 
 from adtr_core import paths
-from adtr_core.data.sources import resolve_category
 from adtr_core.io import read_json
 from adtr_core.runs.config import ExperimentConfig
-from adtr_core.runs.experiment import run_experiment
+from adtr_core.runs.experiment import resolve_config, run_experiment
 from adtr_core.runs.results import RunResult, load_result
 
 EXECUTORS = ("local", "ray")
@@ -50,7 +49,7 @@ FORWARDED_ENV = (
     "HF_HUB_OFFLINE",
     "HF_HOME",
     "TORCH_HOME",
-    "ADTR_THREADS",  # a fixed thread count; unset, every run uses the thread rule
+    "ADTR_THREADS",  # the thread count of runs that give none (their configs hold it)
 )
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
@@ -89,14 +88,6 @@ def grid(base: ExperimentConfig, **axes: Iterable[Any]) -> list[ExperimentConfig
     return [
         dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values)
     ]
-
-
-def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The config as :func:`run_experiment` stores it (the category filled in).
-
-    Its :meth:`~ExperimentConfig.run_name` is the results folder's name.
-    """
-    return dataclasses.replace(cfg, category=resolve_category(cfg))
 
 
 def run_dir(cfg: ExperimentConfig, runs_dir: str | Path | None = None) -> Path:
@@ -169,7 +160,9 @@ def run_sweep(
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     parent = Path(runs_dir) if runs_dir is not None else paths.runs_dir()
-    resolved = [resolve_config(c) for c in configs]
+    # a Ray task has one CPU: one thread unless a count is given (the count names the folder)
+    default_threads = 1 if executor == "ray" else None
+    resolved = [resolve_config(c, default_threads=default_threads) for c in configs]
     folders = [parent / c.run_name() for c in resolved]
 
     pending: dict[Path, ExperimentConfig] = {}

@@ -19,11 +19,18 @@ spinning ones take cores from the competitors. The rule here:
 
 An explicit choice wins: ``threads=N`` (``--threads N`` on the command line, a notebook's
 ``threads`` parameter) or the environment variable ``ADTR_THREADS=N``; then the count is
-fixed for the whole run. A trained run's numbers depend a little on the thread count (a
-summation order changes, and training amplifies it: a demo texture's image AUROC moved by
-0.8 points between 1 and 2 threads), which is why the figure pipeline fixes it. Work whose
-result does not depend on it, fitting PaDiM or PatchCore (scores equal to 1e-9 with 1 and 2
-threads), takes the rule even then (:func:`fit_threads`).
+fixed for the whole run.
+
+**A trained run takes a fixed count by default** (:func:`run_threads`): its numbers depend
+a little on the thread count (a summation order changes, and training amplifies it: a demo
+texture's image AUROC moved by 0.8 points between 1 and 2 threads, a small category's by 1.1
+between an idle machine and one with another job beside it). So a trained run's config
+holds its count (``threads``: ``ADTR_THREADS``, else every core this process may use), it is
+part of the results folder's name, and the same command on the same machine gives the same
+numbers whatever runs beside it; ``threads="auto"`` (``--threads auto``) asks for the rule,
+for speed on a shared machine, at the price of that. Work whose result does not depend on
+the count, fitting PaDiM or PatchCore (scores equal to 1e-9 with 1 and 2 threads), takes the
+rule (:func:`fit_threads`).
 """
 
 from __future__ import annotations
@@ -115,6 +122,26 @@ def explicit_threads(threads: int | str | None = None) -> int | None:
     return None
 
 
+def run_threads(threads: int | str | None = None, default: int | None = None) -> int | str:
+    """The thread count a trained run is identified by (its config's ``threads``).
+
+    Args:
+        threads: a count (kept), "auto" or 0 (the rule: "auto"), or None: ``ADTR_THREADS``,
+            else ``default``, else every core this process may use.
+        default: the count when neither is given (a Ray task of one CPU: 1).
+
+    Raises:
+        ValueError: a value that is not a non-negative integer or "auto".
+    """
+    for value in (threads, os.environ.get(ENV_THREADS)):
+        if value is None:
+            continue
+        if str(value).strip().lower() in _RULE:
+            return "auto"
+        return explicit_threads(value)
+    return default or cores()
+
+
 def sample_busy_cores(interval_s: float = 0.25) -> float | None:
     """Cores busy with other work over the next ``interval_s`` seconds."""
     meter = LoadMeter()
@@ -127,8 +154,8 @@ class ThreadRule:
     """Sets torch's thread count now and, when automatic, again at every :meth:`update`.
 
     Attributes:
-        threads: an explicit count (fixed), or None / 0 / "auto" for the rule (``ADTR_THREADS``
-            is read when this is None).
+        threads: an explicit count (fixed); "auto" for the rule; None (or 0) for
+            ``ADTR_THREADS``, else the rule.
         interval_s: how long :meth:`apply` samples the machine's load before the first choice.
     """
 
@@ -136,7 +163,8 @@ class ThreadRule:
     interval_s: float = 0.25
 
     def __post_init__(self) -> None:
-        self.fixed = explicit_threads(self.threads)
+        rule = str(self.threads).strip().lower() == "auto"
+        self.fixed = None if rule else explicit_threads(self.threads)
         self._meter: LoadMeter | None = None
         self.chosen: int | None = None
 

@@ -77,7 +77,13 @@ from adtr_core.figures.pipeline.provenance import (
     package_versions,
     weights_info,
 )
-from adtr_core.figures.pipeline.run import AFTER, EXECUTED_DIR, resolve_jobs, run_notebook, run_pipeline
+from adtr_core.figures.pipeline.run import (
+    AFTER,
+    EXECUTED_DIR,
+    resolve_jobs,
+    run_notebook,
+    run_pipeline,
+)
 
 __all__ = [
     "AFTER",

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from adtr_core import paths
-from adtr_core.io import read_json, write_json, write_text
 from adtr_core.figures.pipeline.outcome import NotebookRun
+from adtr_core.io import read_json, write_json, write_text
 
 FIGURE_SUFFIXES = (".png", ".pdf")
 TABLE_SUFFIXES = (".csv", ".md")

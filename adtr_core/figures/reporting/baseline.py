@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from adtr_core.runs.config import ExperimentConfig
 from adtr_core.data.sources import open_split
 from adtr_core.method.metrics import compute_metrics
+from adtr_core.runs.config import ExperimentConfig
 
 
 def mean_image_baseline_metrics(cfg: ExperimentConfig) -> dict[str, float]:
@@ -24,8 +24,8 @@ def mean_image_baseline_metrics(cfg: ExperimentConfig) -> dict[str, float]:
     Returns:
         ``image_auroc``, ``pixel_auroc``, ``pixel_aupro`` (NaN without masks) and ``category``.
     """
-    from adtr_core.method.baselines import MeanImageBaseline
     from adtr_core.data.sources import resolve_category
+    from adtr_core.method.baselines import MeanImageBaseline
     from adtr_core.method.scoring import image_scores
 
     train, test = open_split(cfg, "train"), open_split(cfg, "test")

@@ -172,8 +172,8 @@ def peer_methods(
     Runs (or loads, when finished) the peer runs of :func:`peer_configs` with
     :func:`adtr_core.runs.sweep.run_sweep`.
     """
-    from adtr_core.runs.peers import PEER_LABELS
     from adtr_core.figures.reporting.tables import metrics_by_category
+    from adtr_core.runs.peers import PEER_LABELS
     from adtr_core.runs.sweep import run_sweep
 
     return {

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from adtr_core.runs.config import ExperimentConfig
 from adtr_core.figures.reporting.paper import METRIC_LABELS, PAPER_LABEL, paper_numbers_for
+from adtr_core.runs.config import ExperimentConfig
 from adtr_core.runs.results import RunResult
 
 
