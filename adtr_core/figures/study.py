@@ -18,7 +18,7 @@ import pandas as pd
 
 from adtr_core.data.sources import resolve_data_source
 from adtr_core.runs.config import ExperimentConfig
-from adtr_core.runs.peers import PEER_MODELS
+from adtr_core.runs.peers import PEER_LABELS, PEER_MODELS
 from adtr_core.runs.results import RunResult
 
 METRICS = ("image_auroc", "pixel_auroc", "val_auroc")
@@ -27,8 +27,7 @@ MODEL_LABELS = {
     "adtr_no_attention": "transformer without attention",
     "adtr_no_query": "transformer without query embedding",
     "cnn": "CNN",
-    "padim": "PaDiM",
-    "patchcore": "PatchCore",
+    **PEER_LABELS,
 }
 
 

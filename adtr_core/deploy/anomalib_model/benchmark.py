@@ -31,12 +31,12 @@ from anomalib.models import Padim, Patchcore
 from anomalib.pre_processing import PreProcessor
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from adtr_core.runs.peers import PeerConfig, build_peer
+from adtr_core.runs.peers import PEER_LABELS, PeerConfig, build_peer
 
 from .lightning_model import Adtr, adtr_config
 
 MODELS = ("padim", "patchcore", "adtr")
-LABELS = {"padim": "PaDiM", "patchcore": "PatchCore", "adtr": "ADTR"}
+LABELS = {**PEER_LABELS, "adtr": "ADTR"}
 COLUMNS = ("model", "image_AUROC", "pixel_AUROC", "fit_duration", "test_duration")
 
 
@@ -81,7 +81,7 @@ class LitePatchcore(Patchcore):
         image_size: side of the square input.
         backbone, weights, stages, seed: as :class:`adtr_core.runs.peers.PeerConfig`.
         coreset_ratio, max_coreset: the share of training patches kept, and its cap, as
-            :class:`adtr_core.runs.peers.PeerConfig` (1 %, at most 500 patches).
+            :class:`adtr_core.runs.peers.PeerConfig` (every patch, no cap).
     """
 
     def __init__(
