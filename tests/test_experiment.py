@@ -164,3 +164,27 @@ def test_a_step_budget_gives_every_category_size_the_same_optimiser_steps():
     with pytest.raises(ValueError, match="num_train"):
         cfg.train_config("cpu")
     assert cfg.train_config("cpu", num_train=60).epochs == 34
+
+
+def test_a_run_stored_before_the_position_fields_reads_back_as_it_was_trained(tmp_path):
+    """config.json and checkpoints written before pos_scale / cross_qk_init existed hold
+    neither: they read back with the values those runs were trained with (DETR's), not
+    today's defaults, so a saved run rebuilds the model it trained."""
+    detr = {"pos_embed": "sine", "pos_scale": 1.0, "cross_qk_init": "xavier"}
+    run = run_experiment(ExperimentConfig(**TINY, **detr), out_dir=tmp_path, progress=False)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    old = {k: v for k, v in stored.items() if k not in ("pos_scale", "cross_qk_init")}
+    del old["pos_embed"]  # older still: before pos_embed itself, whose default was sine
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    ckpt["extra"]["config"] = old
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+
+    loaded = load_result(tmp_path).config
+    assert {k: getattr(loaded, k) for k in detr} == detr
+    cfg, _, model = load_run_model(tmp_path)
+    assert (cfg.pos_embed, cfg.pos_scale, cfg.cross_qk_init) == ("sine", 1.0, "xavier")
+    metrics = evaluate_checkpoint(tmp_path / "checkpoint.pt", device="cpu")
+    assert metrics["image_auroc"] == pytest.approx(run.metrics["image_auroc"], abs=1e-6)
+    # a config built now takes today's defaults
+    assert ExperimentConfig.from_dict({}).pos_embed == "grid"

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from adtr_core.method.model import ADTR, ADTRConfig, MultiheadAttention, sine_position_embedding
+from adtr_core.method.model import (
+    ADTR,
+    ADTRConfig,
+    MultiheadAttention,
+    grid_position_embedding,
+    sine_position_embedding,
+)
 
 TINY = dict(
     in_channels=24,
@@ -160,6 +166,70 @@ def test_sine_position_embedding() -> None:
     assert torch.equal(grid[0, :, :16], grid[0, :1, :16].expand(6, 16))  # rows: first half
     assert torch.equal(grid[:, 0, 16:], grid[:1, 0, 16:].expand(4, 16))  # cols: second half
     assert "pos_embed" not in ADTR(ADTRConfig(**TINY)).state_dict()  # fixed, not learned
+
+
+def test_grid_position_embedding_peaks_at_the_own_cell() -> None:
+    pos = grid_position_embedding((16, 12), 64)
+    assert pos.shape == (192, 64)
+    grid = pos.view(16, 12, 64)
+    assert torch.equal(grid[0, :, :32], grid[0, :1, :32].expand(12, 32))  # rows: first half
+    assert torch.equal(grid[:, 0, 32:], grid[:1, 0, 32:].expand(16, 32))  # cols: second half
+    gram = pos @ pos.T  # (K, K)
+    assert torch.allclose(gram.diagonal(), torch.full((192,), 32.0))  # D/2 at equal cells
+    off = gram - torch.diag(gram.diagonal())
+    assert off.max() < 0.9 * 32  # every other cell, neighbours included, is clearly lower
+    # DETR's normalised sine embedding barely tells neighbours apart (the collapse's cause)
+    sine = sine_position_embedding((16, 12), 64)
+    near = (sine[0] @ sine[1]) / (sine[0] @ sine[0])
+    assert near > 0.95
+
+
+def test_pos_scale_multiplies_the_fixed_embedding() -> None:
+    one = _tiny(pos_scale=1.0).position_embedding()
+    assert torch.allclose(_tiny(pos_scale=4.0).position_embedding(), 4 * one)
+    assert torch.allclose(one, grid_position_embedding((4, 4), 32))
+    sine = _tiny(pos_embed="sine", pos_scale=2.0).position_embedding()
+    assert torch.allclose(sine, 2 * sine_position_embedding((4, 4), 32))
+
+
+def test_cross_qk_init_ties_the_key_projection_to_the_query_projection() -> None:
+    d = TINY["hidden_dim"]
+    for layer in _tiny().decoder:
+        w = layer.cross_attn.in_proj.weight
+        assert torch.equal(w[d : 2 * d], w[:d])  # tied at the start ...
+        assert not torch.equal(w[2 * d :], w[:d])  # ... the values are not
+        assert not torch.equal(
+            layer.self_attn.in_proj.weight[d : 2 * d], layer.self_attn.in_proj.weight[:d]
+        )
+    for layer in _tiny(cross_qk_init="xavier").decoder:
+        w = layer.cross_attn.in_proj.weight
+        assert not torch.equal(w[d : 2 * d], w[:d])
+    with pytest.raises(ValueError, match="cross_qk_init"):
+        ADTRConfig(cross_qk_init="equal")
+    with pytest.raises(ValueError, match="pos_scale"):
+        ADTRConfig(pos_scale=0.0)
+
+
+@pytest.mark.parametrize(("width", "heads"), [(64, 2), (256, 8)])
+def test_defaults_start_each_query_at_its_own_cell(width: int, heads: int) -> None:
+    """At the start, the cross-attention of every decoder layer points each learned query at
+    the encoder token of its own cell (the defaults), where DETR's embedding and init point
+    almost none there: on unaligned images the decoder then cannot find the input's tokens."""
+    f = torch.randn(2, 32, 16, 16, generator=torch.Generator().manual_seed(0))
+    size = dict(in_channels=32, hidden_dim=width, num_heads=heads, dim_feedforward=4 * width)
+
+    def own_cell(**kw) -> float:
+        torch.manual_seed(1)
+        model = ADTR(ADTRConfig(grid=(16, 16), **size, **kw)).eval()
+        maps = model.attention_maps(f)
+        hits = [
+            (maps[f"decoder.{i}.cross"].mean(1).argmax(-1) == torch.arange(256)).float().mean()
+            for i in range(4)
+        ]
+        return float(torch.stack(hits).min())
+
+    assert own_cell() > 0.85
+    assert own_cell(pos_embed="sine", pos_scale=1.0, cross_qk_init="xavier") < 0.05
 
 
 # --------------------------------------------------------------------------- CPU dropout

@@ -30,12 +30,14 @@ def test_none_parameters_take_the_profile_and_explicit_ones_override():
     assert ns["epochs"] == 3 and ns["image_size"] == smoke["image_size"]  # written back
     assert p.run == {**profile_run("smoke", "02_train_category"), "epochs": 3}
     # an explicit value equal to the profile's is no override
-    assert resolve("02_train_category", _namespace(steps=400)).overrides == {}
+    steps = profile_run("quick", "02_train_category")["steps"]
+    assert resolve("02_train_category", _namespace(steps=steps)).overrides == {}
 
 
 def test_an_epoch_count_given_by_hand_replaces_the_step_budget_and_both_are_refused():
     quick = resolve("02_train_category", _namespace())
-    assert quick.run["steps"] == 400 and quick.run["epochs"] is None
+    assert quick.run["steps"] == profile_run("quick", "02_train_category")["steps"]
+    assert isinstance(quick.run["steps"], int) and quick.run["epochs"] is None
     p = resolve("02_train_category", _namespace(epochs=16))
     assert p.run["epochs"] == 16 and p.run["steps"] is None
     with pytest.raises(ParameterError, match="epochs = 16 and steps = 300 are two budgets"):

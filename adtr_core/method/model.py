@@ -8,35 +8,34 @@ Layers follow DETR (post-norm): each sublayer is ``x = LayerNorm(x + Dropout(sub
 an encoder layer is self-attention then FFN (256 -> 1024 -> 256, ReLU); a decoder layer is
 self-attention, cross-attention to the encoder output, then FFN.
 
-Position embedding: fixed 2-D sine embedding (DETR's ``PositionEmbeddingSine``, normalised
-coordinates, temperature 10000): half the channels encode the row, half the column. As in DETR
-and the authors' UniAD it is added to the *queries and keys* of every attention (self and
-cross, in every layer), never to the values or to the tokens themselves, so the tokens that
-reach the output projection carry no position signal of their own.
+Position embedding and cross-attention start (our choices; the paper is silent; see
+docs/choices.md and docs/fidelity.md): the embedding is added to the queries and keys of every
+attention, never to the values (DETR, UniAD). ``pos_embed="grid"`` (default): a fixed 2-D sine
+embedding whose frequencies resolve the grid, times ``pos_scale`` (4); ``"sine"``: DETR's;
+``"learned"``: a learned row and column embedding. ``cross_qk_init="tied"`` (default) starts
+each cross-attention's key projection equal to its query projection, so the position term of
+its logits starts largest at the query's own cell. The decoder sees the input only through
+cross-attention, and on unaligned objects and textures must find each token by position:
+with DETR's embedding and independent projections the attention collapsed to uniform weights
+and the decoder output a blurred template. (``sine``, 1, ``xavier``: the model as built before.)
 
 Ablation switches (Table 4):
 
 - ``use_query=False`` ("transformer without query embedding"): the decoder input is the
-  encoder output tokens instead of the learned query embedding; ``query_embed`` is absent.
-- ``use_attention=False`` ("transformer without attention"): every attention sublayer (encoder
-  and decoder self-attention, decoder cross-attention) is removed; the projections, FFNs,
-  LayerNorms and query embedding stay. "Removed" means the sublayer output is zero, so its
-  residual step reduces to ``x = LayerNorm(x)``. Each token is then processed on its own, like
-  the per-token FC reconstruction of Sec. 3.2. Cross-attention is the only path from the
-  encoder to the decoder; with it gone the decoder would only see its learned queries and its
-  output would not depend on the input at all. ``no_attention_memory`` decides (our choice; the
-  paper is silent): ``"add"`` (default) replaces the cross-attention by the token-wise sum
-  ``x + memory`` (each query reads the encoder token at its own position), ``"none"`` takes
-  the removal literally (input-independent output: a learned per-position template).
+  encoder output tokens instead of the learned query embedding.
+- ``use_attention=False`` ("transformer without attention"): every attention sublayer is
+  removed (its output is zero, so its residual step is ``x = LayerNorm(x)``); each token is
+  processed on its own, like the per-token FC of Sec. 3.2. Cross-attention being the only path
+  from encoder to decoder, ``no_attention_memory`` (our choice) decides: ``"add"`` (default)
+  replaces it by ``x + memory`` (each query reads the encoder token at its own position);
+  ``"none"`` removes it literally (the output is a learned per-position template).
 
-Dropout (p = 0.1 on attention weights, after each sublayer and inside the FFN, as in DETR)
-draws its keep mask on the CPU from 16-bit slices of 64-bit random words
-(:func:`keep_mask`), four draws per call of the generator instead of one: torch's CPU
-``bernoulli_`` took about 40 % of a quick-size training step. The mask has the same law up
-to the 1/65536 grid of the keep probability (0.9 becomes 58982 / 65536), and kept values are
-scaled by the inverse of that probability, so the expectation is unchanged. On other devices
-it is torch's own dropout, and so everywhere while ``CPU_KEEP_MASK`` is False (the
-benchmarks' "before" rows).
+Dropout (p = 0.1 on attention weights, after each sublayer and in the FFN, as in DETR) draws
+its keep mask on the CPU from 16-bit slices of 64-bit random words (:func:`keep_mask`, four
+draws per generator call; torch's CPU ``bernoulli_`` took 40 % of a quick-size step): the same
+law up to the 1/65536 grid of the keep probability, kept values scaled by its inverse. On
+other devices, or while ``CPU_KEEP_MASK`` is False (the benchmarks' "before" rows), it is
+torch's dropout.
 """
 
 from __future__ import annotations
@@ -49,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 NO_ATTENTION_MEMORY = ("add", "none")
-POSITION_EMBEDDINGS = ("sine", "learned")
+POSITION_EMBEDDINGS = ("grid", "sine", "learned")
+CROSS_QK_INITS = ("tied", "xavier")
 CPU_KEEP_MASK = True  # dropout on the CPU draws its mask with keep_mask (module docstring)
 
 
@@ -68,10 +68,10 @@ class ADTRConfig:
     use_attention: bool = True  # False: Table 4 "transformer without attention"
     use_query: bool = True  # False: Table 4 "transformer without query embedding"
     no_attention_memory: str = "add"  # use_attention=False only: "add" | "none" (see module doc)
-    pos_temperature: float = 10000.0  # of the sine position embedding (DETR)
-    # "sine": DETR's fixed embedding; "learned": a learned row and column embedding (DETR's
-    # and UniAD's other choice). The paper does not say which (see the module doc).
-    pos_embed: str = "sine"
+    pos_temperature: float = 10000.0  # of the "sine" position embedding (DETR)
+    pos_embed: str = "grid"  # "grid" | "sine" (DETR) | "learned" (module doc)
+    pos_scale: float = 4.0  # factor on a fixed embedding: position outweighs content
+    cross_qk_init: str = "tied"  # "tied": W_k starts as W_q | "xavier" (module doc)
 
     def __post_init__(self) -> None:
         self.grid = (int(self.grid[0]), int(self.grid[1]))
@@ -92,6 +92,11 @@ class ADTRConfig:
             raise ValueError(
                 f"pos_embed must be one of {POSITION_EMBEDDINGS}, got {self.pos_embed!r}"
             )
+        if self.cross_qk_init not in CROSS_QK_INITS or not self.pos_scale > 0:
+            raise ValueError(
+                f"cross_qk_init must be one of {CROSS_QK_INITS} and pos_scale > 0, got "
+                f"{self.cross_qk_init!r} and {self.pos_scale}"
+            )
         if min(self.grid) < 1 or self.in_channels < 1:
             raise ValueError(f"bad grid {self.grid} or in_channels {self.in_channels}")
 
@@ -100,19 +105,18 @@ class ADTRConfig:
         return self.grid[0] * self.grid[1]
 
 
+def _rows_and_columns(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Row codes (h, D/2) and column codes (w, D/2) -> (h * w, D): the row in the first half
+    of the channels, the column in the second, row-major (the token order of ``f.flatten(2)``)."""
+    h, w = rows.shape[0], cols.shape[0]
+    grid = torch.cat((rows[:, None].expand(h, w, -1), cols[None].expand(h, w, -1)), dim=2)
+    return grid.reshape(h * w, -1)  # (K, D)
+
+
 def sine_position_embedding(
     grid: tuple[int, int], dim: int, temperature: float = 10000.0
 ) -> torch.Tensor:
-    """DETR-style fixed 2-D sine position embedding.
-
-    Args:
-        grid: (h, w).
-        dim: embedding size D (multiple of 4): D/2 channels for the row, D/2 for the column.
-        temperature: wavelength base.
-
-    Returns:
-        (h * w, D), row-major over the grid (the token order of ``f.flatten(2)``).
-    """
+    """DETR's fixed 2-D sine position embedding of a (h, w) grid: (h * w, D), D a multiple of 4."""
     h, w = grid
     half = dim // 2
     eps = 1e-6
@@ -126,9 +130,24 @@ def sine_position_embedding(
         # sin on even channels, cos on odd ones, interleaved as in DETR
         return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=2).flatten(1)
 
-    pos_y = encode(y)[:, None, :].expand(h, w, half)  # (h, w, D/2)
-    pos_x = encode(x)[None, :, :].expand(h, w, half)  # (h, w, D/2)
-    return torch.cat((pos_y, pos_x), dim=2).reshape(h * w, dim)  # (K, D)
+    return _rows_and_columns(encode(y), encode(x))  # (K, D)
+
+
+def grid_position_embedding(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """2-D sine embedding resolving the grid: per axis of ``n`` cells, ``D/4`` frequencies
+    from ``pi`` (period 2 cells) down to ``pi / n`` geometrically, the sine and cosine of each
+    times the cell index; rows in the first D/2 channels, columns in the rest. Two cells'
+    embeddings have dot product ``D/2`` when equal, far less otherwise. Returns (h * w, D),
+    row-major (the token order of ``f.flatten(2)``)."""
+    m = dim // 4
+
+    def encode(n: int) -> torch.Tensor:
+        j = torch.arange(m, dtype=torch.float32)
+        omega = math.pi * (1.0 / n) ** (j / max(m - 1, 1))  # (m,), pi down to pi / n
+        angles = torch.arange(n, dtype=torch.float32)[:, None] * omega  # (n, m): cell x freq
+        return torch.stack((angles.sin(), angles.cos()), dim=2).flatten(1)  # (n, D/2)
+
+    return _rows_and_columns(encode(grid[0]), encode(grid[1]))  # (K, D)
 
 
 def keep_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
@@ -342,6 +361,9 @@ class ADTR(nn.Module):
         for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
             if p.dim() > 1:  # DETR's transformer init
                 nn.init.xavier_uniform_(p)
+        for layer in self.decoder if cfg.cross_qk_init == "tied" and cfg.use_attention else []:
+            weight = layer.cross_attn.in_proj.weight.data  # (3D, D): q, k, v
+            weight[d : 2 * d] = weight[:d]  # W_k = W_q: the position term peaks at the own cell
         # learnable query embedding q (K, D), N(0, 1) init as nn.Embedding / DETR's query_embed
         self.query_embed = nn.Embedding(cfg.num_tokens, d) if cfg.use_query else None
         self.output_proj = nn.Linear(d, cfg.in_channels)
@@ -350,17 +372,15 @@ class ADTR(nn.Module):
             self.row_embed = nn.Parameter(torch.rand(cfg.grid[0], d // 2))  # (h, D/2)
             self.col_embed = nn.Parameter(torch.rand(cfg.grid[1], d // 2))  # (w, D/2)
         else:
-            pos = sine_position_embedding(cfg.grid, d, cfg.pos_temperature)  # (K, D)
-            self.register_buffer("pos_embed", pos, persistent=False)
+            sine = sine_position_embedding(cfg.grid, d, cfg.pos_temperature)  # (K, D)
+            pos = grid_position_embedding(cfg.grid, d) if cfg.pos_embed == "grid" else sine
+            self.register_buffer("pos_embed", pos * cfg.pos_scale, persistent=False)
 
     def position_embedding(self) -> torch.Tensor:
         """The position embedding added to queries and keys, (K, D), row-major over the grid."""
-        if self.cfg.pos_embed == "sine":
+        if self.cfg.pos_embed != "learned":
             return self.pos_embed
-        h, w = self.cfg.grid
-        rows = self.row_embed[:, None, :].expand(h, w, -1)  # (h, w, D/2)
-        cols = self.col_embed[None, :, :].expand(h, w, -1)  # (h, w, D/2)
-        return torch.cat((rows, cols), dim=2).reshape(h * w, -1)  # (K, D)
+        return _rows_and_columns(self.row_embed, self.col_embed)  # (K, D)
 
     def _check(self, f: torch.Tensor) -> None:
         c, (h, w) = self.cfg.in_channels, self.cfg.grid

@@ -31,6 +31,8 @@ _TRANSFORMER_ONLY = {
     "no_attention_memory",
     "pos_temperature",
     "pos_embed",
+    "pos_scale",
+    "cross_qk_init",
 }
 
 

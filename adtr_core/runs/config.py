@@ -32,7 +32,7 @@ from adtr_core.data.sources import (
     FOLDER_FIELDS,
     ONE_CLASS_SOURCES,
 )
-from adtr_core.method.model import POSITION_EMBEDDINGS
+from adtr_core.method.model import CROSS_QK_INITS, POSITION_EMBEDDINGS
 from adtr_core.method.reconstructors import RECONSTRUCTORS
 from adtr_core.runs import schema as s
 from adtr_core.runs.peers import PEER_MODELS
@@ -153,6 +153,10 @@ RULES = [
 ]
 
 
+STORED_BEFORE: dict[str, Any] = {"pos_embed": "sine", "pos_scale": 1.0, "cross_qk_init": "xavier"}
+"""Fields added after runs were written, with the value those runs were trained with."""
+
+
 @dataclass
 class ExperimentConfig:
     """Everything one run depends on. Defaults are the paper's settings (METHOD.md §4).
@@ -190,8 +194,13 @@ class ExperimentConfig:
     num_heads: Annotated[int, s.integer(ge=1)] = 8  # a divisor of hidden_dim (RULES)
     dim_feedforward: Annotated[int, s.integer(ge=1, le=4 * MAX_WIDTH)] = 1024
     dropout: Annotated[float, s.number(ge=0, lt=1)] = 0.1
-    # sine (DETR's fixed) | learned (row + column, UniAD's); see adtr_core.method.model
-    pos_embed: Annotated[str, s.choice(*POSITION_EMBEDDINGS)] = "sine"
+    # Our choices (the paper is silent), made once for every category from the study in
+    # docs/fidelity.md; see adtr_core.method.model. grid (a sine embedding that resolves the
+    # grid) | sine (DETR's) | learned (row + column, UniAD's)
+    pos_embed: Annotated[str, s.choice(*POSITION_EMBEDDINGS)] = "grid"
+    pos_scale: Annotated[float, s.number(gt=0)] = 4.0  # factor on a fixed position embedding
+    # tied: each cross-attention's key projection starts equal to its query projection
+    cross_qk_init: Annotated[str, s.choice(*CROSS_QK_INITS)] = "tied"
     # --- training ---
     # The budget: with steps None, epochs and lr_milestones count epochs (the paper's 500 and
     # 400). With steps set, they count optimiser steps whatever the training set's size:
@@ -246,7 +255,9 @@ class ExperimentConfig:
     # --- scoring ---
     # None: max_avgpool (MVTec-style) or mean (one-class data)
     score_mode: Annotated[str | None, s.choice(*SCORE_MODES, null=True)] = None
-    pool_size: Annotated[int, s.integer(ge=1)] = 16
+    # window of max_avgpool, in input pixels: 2 x 2 feature cells (our choice, chosen by the
+    # validation AUROC; adtr_core.method.scoring)
+    pool_size: Annotated[int, s.integer(ge=1)] = 32
     sigma: Annotated[float, s.number(ge=0)] = 4.0
 
     def __post_init__(self) -> None:
@@ -266,6 +277,15 @@ class ExperimentConfig:
         cls.check_fields(values)
         cls.check_values(values)
         return cls(**values)
+
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """A config read back from a run (``config.json``, a checkpoint's ``extra``).
+
+        A field missing there was added after the run was written: it takes the value of
+        :data:`STORED_BEFORE`, the one the run was trained with, not today's default.
+        """
+        return cls.from_dict({**STORED_BEFORE, **values})
 
     @classmethod
     def check_values(cls, values: dict[str, Any], ignore_unknown: bool = False) -> None:

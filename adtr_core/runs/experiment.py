@@ -122,6 +122,8 @@ def build_model(cfg: ExperimentConfig, in_channels: int, grid: tuple[int, int]) 
         dim_feedforward=cfg.dim_feedforward,
         dropout=cfg.dropout,
         pos_embed=cfg.pos_embed,
+        pos_scale=cfg.pos_scale,
+        cross_qk_init=cfg.cross_qk_init,
     )
 
 

@@ -95,7 +95,7 @@ def load_result(out_dir: str | Path) -> RunResult:
     maps_file = out / "score_maps.npz"
     return RunResult(
         out_dir=out,
-        config=ExperimentConfig.from_dict(read_json(out / "config.json")),
+        config=ExperimentConfig.from_stored(read_json(out / "config.json")),
         metrics=metrics_from_json(read_json(out / "metrics.json")),
         history=pd.read_csv(out / "history.csv"),
         scores=pd.read_csv(out / "scores.csv"),

@@ -72,7 +72,7 @@ def load_run_model(checkpoint: str | Path, device: str = "cpu"):
             "or its checkpoint.pt"
         )
     state = load_checkpoint(ckpt_path, map_location=device)
-    cfg = ExperimentConfig.from_dict(state["extra"]["config"])
+    cfg = ExperimentConfig.from_stored(state["extra"]["config"])
     backbone = build_feature_extractor(cfg).to(device)
     model = build_model(cfg, backbone.channels, backbone.grid).to(device)
     model.load_state_dict(state["model"])
