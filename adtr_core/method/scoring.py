@@ -14,7 +14,7 @@ Where the pooling happens (our choice; the paper does not say): on the *upsample
 map, with a ``pool_size x pool_size`` window and stride 1. With the defaults (256x256 input,
 stride-16 features, ``pool_size=32``) the window covers about 2 x 2 feature cells, so the image
 score is the largest mean score over any such window, at every pixel offset rather than only
-on the feature grid; 32 was chosen over 16 (one cell) and 64 by validation AUROC (docs/choices.md). Pooling the upsampled map makes ``pool_size`` a size in input pixels
+on the feature grid; 32 was chosen by validation AUROC (16 lower, 64 tied; docs/choices.md). Pooling the upsampled map makes ``pool_size`` a size in input pixels
 that does not change meaning when the backbone's stride changes.
 
 Everything runs batched on the tensors' device (no host round trips) in float32; bf16/fp16
