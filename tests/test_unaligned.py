@@ -1,4 +1,4 @@
-"""ADTR on an unaligned object, checked by training (slow: about two minutes a run).
+"""ADTR on an unaligned object, checked by training (slow: about 80 s a run, two runs).
 
 On ``bottle-unaligned`` (every bottle image moved by its own rotation and shift) the decoder's
 learned queries must find the input's tokens by position. With DETR's sine embedding and
