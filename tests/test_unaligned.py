@@ -9,23 +9,18 @@ start) learn the category (docs/fidelity.md).
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from adtr_core.runs.config import ExperimentConfig
 from adtr_core.runs.experiment import run_experiment
-from adtr_core.runs.profiles import profile_params
+from adtr_core.runs.profiles import profile_run
 
 DETR = {"pos_embed": "sine", "pos_scale": 1.0, "cross_qk_init": "xavier"}
 
 
 def _quick(**changes) -> ExperimentConfig:
-    params = profile_params("quick", "train")
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    values = {k: v for k, v in params.items() if k in fields}
     base = {"data": "dev", "category": "bottle-unaligned", "device": "cpu", "threads": 2}
-    return ExperimentConfig(**{**values, **base, **changes})
+    return ExperimentConfig(**{**profile_run("quick", "train"), **base, **changes})
 
 
 @pytest.mark.slow

@@ -8,16 +8,14 @@ Layers follow DETR (post-norm): each sublayer is ``x = LayerNorm(x + Dropout(sub
 an encoder layer is self-attention then FFN (256 -> 1024 -> 256, ReLU); a decoder layer is
 self-attention, cross-attention to the encoder output, then FFN.
 
-Position embedding and cross-attention start (our choices; the paper is silent; see
-docs/choices.md and docs/fidelity.md): the embedding is added to the queries and keys of every
-attention, never to the values (DETR, UniAD). ``pos_embed="grid"`` (default): a fixed 2-D sine
-embedding whose frequencies resolve the grid, times ``pos_scale`` (4); ``"sine"``: DETR's;
-``"learned"``: a learned row and column embedding. ``cross_qk_init="tied"`` (default) starts
-each cross-attention's key projection equal to its query projection, so the position term of
-its logits starts largest at the query's own cell. The decoder sees the input only through
-cross-attention, and on unaligned objects and textures must find each token by position:
-with DETR's embedding and independent projections the attention collapsed to uniform weights
-and the decoder output a blurred template. (``sine``, 1, ``xavier``: the model as built before.)
+Position embedding and cross-attention start (our choices, the paper is silent; docs/choices.md,
+docs/fidelity.md): the embedding is added to the queries and keys of every attention, never to
+the values (DETR, UniAD). ``pos_embed="grid"`` (default): a fixed 2-D sine embedding resolving
+the grid, times ``pos_scale`` (4); ``"sine"``: DETR's; ``"learned"``: learned rows and columns.
+``cross_qk_init="tied"`` (default) starts each cross-attention's key projection equal to its
+query projection, so the position term of its logits starts largest at the query's own cell.
+On unaligned objects and textures the decoder must find each token by position; with DETR's
+embedding and start (``sine``, 1, ``xavier``) its attention collapsed to uniform weights.
 
 Ablation switches (Table 4):
 
@@ -372,8 +370,11 @@ class ADTR(nn.Module):
             self.row_embed = nn.Parameter(torch.rand(cfg.grid[0], d // 2))  # (h, D/2)
             self.col_embed = nn.Parameter(torch.rand(cfg.grid[1], d // 2))  # (w, D/2)
         else:
-            sine = sine_position_embedding(cfg.grid, d, cfg.pos_temperature)  # (K, D)
-            pos = grid_position_embedding(cfg.grid, d) if cfg.pos_embed == "grid" else sine
+            pos = (
+                grid_position_embedding(cfg.grid, d)
+                if cfg.pos_embed == "grid"
+                else sine_position_embedding(cfg.grid, d, cfg.pos_temperature)
+            )  # (K, D)
             self.register_buffer("pos_embed", pos * cfg.pos_scale, persistent=False)
 
     def position_embedding(self) -> torch.Tensor:

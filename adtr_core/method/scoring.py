@@ -12,10 +12,10 @@ smoothed with a Gaussian, and reduced to one score per image:
 
 Where the pooling happens (our choice; the paper does not say): on the *upsampled, smoothed*
 map, with a ``pool_size x pool_size`` window and stride 1. With the defaults (256x256 input,
-stride-16 features, ``pool_size=32``) the window covers about 2 x 2 feature cells, so the image
-score is the largest mean score over any such window, at every pixel offset rather than only
-on the feature grid; 32 was chosen by validation AUROC (16 lower, 64 tied; docs/choices.md). Pooling the upsampled map makes ``pool_size`` a size in input pixels
-that does not change meaning when the backbone's stride changes.
+stride-16 features, ``pool_size=32``, chosen by validation AUROC: docs/choices.md) the window
+covers about 2 x 2 feature cells, so the image score is the largest mean over any such window,
+at every pixel offset rather than only on the feature grid. Pooling the upsampled map makes
+``pool_size`` a size in input pixels, whatever the backbone's stride.
 
 Everything runs batched on the tensors' device (no host round trips) in float32; bf16/fp16
 inputs are cast to float32 first.
@@ -46,8 +46,7 @@ class ScoringConfig:
         mode: Image score reduction, one of ``SCORE_MODES``. "max_avgpool" is the paper's MVTec
             AD score; use "mean" for the CIFAR-10 one-class protocol.
         pool_size: Average-pooling window (in output pixels, stride 1) for "max_avgpool";
-            32 = 2 x 2 stride-16 feature cells at full resolution (our choice, see the
-            module doc). Clamped to the map size.
+            32 = 2 x 2 stride-16 feature cells (our choice, module doc); clamped to the map.
     """
 
     image_size: int | None = 256
