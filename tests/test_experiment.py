@@ -166,6 +166,18 @@ def test_a_step_budget_gives_every_category_size_the_same_optimiser_steps():
     assert cfg.train_config("cpu", num_train=60).epochs == 34
 
 
+def test_evaluation_cadences_count_steps_when_the_budget_does():
+    cfg = ExperimentConfig(steps=600, batch_size=4, val_every=50, eval_every=100)
+    # 13 batches an epoch at 52 images: 50 and 100 steps are the nearest 4 and 8 epochs
+    assert cfg.cadence(52) == (4, 8)
+    assert cfg.train_config("cpu", num_train=52).eval_every == 8
+    # fewer steps than an epoch still evaluate every epoch; 0 stays "only at the end"
+    small = ExperimentConfig(steps=600, batch_size=4, val_every=1, eval_every=0)
+    assert small.cadence(188) == (1, 0)
+    epochs = ExperimentConfig(val_every=2, eval_every=50)  # the paper's epoch budget
+    assert epochs.cadence(209) == (2, 50)
+
+
 def test_a_run_stored_before_the_position_fields_reads_back_as_it_was_trained(tmp_path):
     """config.json and checkpoints written before pos_scale / cross_qk_init existed hold
     neither: they read back with the values those runs were trained with (DETR's), not

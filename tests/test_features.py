@@ -117,6 +117,18 @@ def test_key_changes_with_content_backbone_and_cache_off(tmp_path: Path):
     assert bb.calls == 1 and len(list(tmp_path.glob("*.pt"))) == 3  # cache=False writes nothing
 
 
+def test_features_of_another_cpu_thread_count_are_cached_apart(tmp_path: Path):
+    bb, ds = CountingBackbone(), DictImages()
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            extract_features(bb, ds, device="cpu", cache_dir=tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert bb.calls == 2 and len(list(tmp_path.glob("*.pt"))) == 2  # the third call hits
+
+
 @pytest.mark.parametrize("garbage", [b"", b"\x00garbage", "wrong-content"])
 def test_corrupt_cache_file_is_recomputed_with_warning(tmp_path: Path, garbage):
     ds = DictImages()

@@ -2,8 +2,8 @@
 development sets, over seeds, as curves against optimiser steps and as one table.
 
 A study set is written ``source/category`` (``dev/bottle-unaligned``, ``demo/grass``,
-``mvtec/bottle``). Every trained run evaluates the test set every ``test_every`` epochs (the
-config's ``eval_every``) besides the validation AUROC it records anyway, so its history holds
+``mvtec/bottle``). Every trained run evaluates the test set every ``test_every`` optimiser steps
+(the config's ``eval_every``, which counts steps when the budget does) besides the validation AUROC it records anyway, so its history holds
 both curves; the peers (PaDiM, PatchCore) give one level each. Nothing here reads a number
 that a run did not write.
 """
@@ -61,7 +61,8 @@ def study_configs(
         models: trained reconstructions (``adtr``, ``adtr_no_attention``, ``cnn``...).
         peers: fitted peers (``padim``, ``patchcore``); they take the same data and seeds.
         seeds: the seeds of every run.
-        test_every: epochs between test evaluations of a trained run (0: only at the end).
+        test_every: test evaluations of a trained run every ``test_every`` optimiser steps with
+            a budget in steps, else epochs (0: only at the end).
     """
     configs = []
     for text in sets:

@@ -226,15 +226,15 @@ class ExperimentConfig:
     # auto: bf16 autocast on CUDA, float32 on the CPU; fp32; bf16: autocast on CUDA and on
     # CPUs with bf16 instructions (adtr_core.runs.precision), for features, training and scoring.
     precision: Annotated[str, s.choice(*PRECISIONS)] = "auto"
-    # epochs between evaluations on the test set
+    # evaluations on the test set every eval_every epochs (optimiser steps when steps is set)
     eval_every: Annotated[int, _EVERY] = 0
     # --- validation (no test labels; our choice, the paper is silent) ---
     # A share of train/good held out of training (at least 8 images; none below 16), and
     # synthetic anomalies made from it (confetti and pasted patches): the validation AUROC,
-    # recorded every val_every epochs, the self-check at the end and the signal of steps
+    # recorded every val_every epochs (steps), the self-check at the end and the signal of steps
     # "auto". 0: train on every image, no validation.
     val_fraction: Annotated[float, _VAL_FRACTION] = _DEFAULT_VAL
-    val_every: Annotated[int, _EVERY] = 1  # epochs between validation AUROCs
+    val_every: Annotated[int, _EVERY] = 1  # between validation AUROCs, as eval_every counts
     # steps "auto": evaluations without a gain before the lr drop, and again before the stop
     val_patience: Annotated[int, s.integer(ge=1)] = 3
     # --- anomaly-available case (ADTR+, Sec. 3.3) ---
@@ -333,6 +333,17 @@ class ExperimentConfig:
         epochs = max(1, math.ceil(steps / batches))
         return epochs, tuple(max(1, math.ceil(m / batches)) for m in marks)
 
+    def cadence(self, num_train: int) -> tuple[int, int]:
+        """Epochs between validation AUROCs and between test evaluations (0: at the end only).
+
+        ``val_every`` and ``eval_every`` count epochs, or optimiser steps when ``steps`` is set
+        (like the budget): then they become the nearest whole number of epochs, at least one.
+        """
+        if self.steps is None:
+            return self.val_every, self.eval_every
+        batches = max(1, math.ceil(num_train / self.batch_size))
+        return tuple(e and max(1, round(e / batches)) for e in (self.val_every, self.eval_every))
+
     def train_config(
         self, device: str | torch.device = "cpu", num_train: int | None = None, **overrides: Any
     ) -> TrainConfig:
@@ -362,7 +373,7 @@ class ExperimentConfig:
             grad_clip=self.grad_clip,
             seed=self.seed,
             device=str(device),
-            eval_every=self.eval_every,
+            eval_every=self.cadence(num_train or 0)[1],
             amp=amp,
             cpu_amp=amp,
         )

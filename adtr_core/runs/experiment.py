@@ -309,10 +309,11 @@ def _train_and_evaluate(
     elif cfg.init_output_bias:
         init_output_bias(model, train_f.features)
     scoring = scoring_config(cfg)
+    val_every, test_every = cfg.cadence(len(train_data))
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
         out = validation_auroc(m, val, scoring, dtype) if val is not None else {}
-        if cfg.eval_every and trainer.epoch % cfg.eval_every == 0:
+        if test_every and trainer.epoch % test_every == 0:
             out.update(evaluate_features(m, test_f, scoring, dtype)[0])
         return out
 
@@ -321,13 +322,13 @@ def _train_and_evaluate(
     set_aside_stale_checkpoint(out / "checkpoint.pt", fingerprint)
     train_config = cfg.train_config(device, num_train=len(train_data), progress=progress)
     if val is not None:  # validation every val_every epochs and after the last one
-        train_config.eval_every = _gcd_every(cfg.val_every, cfg.eval_every)
+        train_config.eval_every = _gcd_every(val_every, test_every)
     trainer = Trainer(
         model,
         make_loss_fn(cfg),
         train_data,
         train_config,
-        eval_fn=eval_fn if (cfg.eval_every or val is not None) else None,
+        eval_fn=eval_fn if (test_every or val is not None) else None,
         checkpoint_path=out / "checkpoint.pt",
         checkpoint_extra={"config": cfg.to_dict(), "train_data": fingerprint},
         thread_rule=thread_rule,
