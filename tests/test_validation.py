@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from adtr_core.data import open_dataset
+from adtr_core.data.distorted import DistortedRegionDataset, distort_region
 from adtr_core.data.pasted import PastedPatchDataset, paste_patch
 from adtr_core.data.validation import MIN_HELD_OUT, Subset, anomalous_copies, holdout
 from adtr_core.method.scoring import ScoringConfig
@@ -117,7 +118,26 @@ def test_pasted_patch_changes_the_image_where_its_mask_is():
     ds = PastedPatchDataset(Subset(_demo("train"), [0, 1, 2]), seed=1)
     a, b = ds[1], ds[1]
     assert torch.equal(a["image"], b["image"]) and a["label"] == 1 and a["mask"].sum() > 0
-    assert set(anomalous_copies(ds.base, 0)) == {"confetti", "pasted"}
+    assert set(anomalous_copies(ds.base, 0)) == {"confetti", "pasted", "distorted"}
+    assert set(anomalous_copies(ds.base, 0, ("pasted",))) == {"pasted"}
+    with pytest.raises(ValueError, match="unknown validation kind"):
+        anomalous_copies(ds.base, 0, ("blur",))
+
+
+def test_a_distorted_region_keeps_the_colours_and_changes_the_structure_under_its_mask():
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    stripes = (0.5 + 0.5 * torch.sin(xx * 2 * math.pi / 8)).expand(3, 96, 96).contiguous()
+    out, mask = distort_region(stripes, np.random.default_rng(0))
+    inside, outside = mask[0] > 0, mask[0] == 0
+    assert 0 < inside.sum() < 96 * 96 / 4
+    change = (out - stripes).abs().mean(0)  # (96, 96)
+    assert change[inside].mean() > 0.1  # changed under the mask ...
+    assert (change[outside] == 0).float().mean() > 0.9  # ... and hardly outside (soft edges)
+    assert out.min() >= 0 and out.max() <= 1  # resampled, not recoloured
+    ds = DistortedRegionDataset(Subset(_demo("train"), [0, 1, 2]), seed=1)
+    a, b, c = ds[1], ds[1], ds[2]
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["mask"], c["mask"])
+    assert a["label"] == 1 and a["defect"] == "distorted" and a["mask"].sum() > 0
 
 
 def test_a_run_records_the_validation_auroc(tiny_config, tmp_path):

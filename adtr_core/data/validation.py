@@ -1,11 +1,13 @@
 """The validation split: held-out normal training images and synthetic anomalies made from them.
 
 Settings are chosen, and a finished model is checked, without test labels: a seeded share of
-``train/good`` (``fraction``, at least ``minimum`` images) is held out of training, and two
-anomalous copies of every held-out image are made, one with confetti noise
-(:mod:`adtr_core.data.confetti`) and one with a patch pasted from another held-out image
-(:mod:`adtr_core.data.pasted`). The validation image AUROC is the mean, over those two kinds, of
-the AUROC of the clean held-out images against their anomalous copies. No test image is
+``train/good`` (``fraction``, at least ``minimum`` images) is held out of training, and three
+anomalous copies of every held-out image are made: one with confetti noise
+(:mod:`adtr_core.data.confetti`), one with a patch pasted from another held-out image
+(:mod:`adtr_core.data.pasted`) and one with a region of its own surface distorted
+(:mod:`adtr_core.data.distorted`; the kind a texture's model can be judged by, where the other
+two are a flat colour and the same surface). The validation image AUROC is the mean, over
+those kinds, of the AUROC of the clean held-out images against their anomalous copies. No test image is
 touched and no training image is held out and trained on at once (:func:`holdout`).
 """
 
@@ -17,9 +19,10 @@ import numpy as np
 import torch
 
 from adtr_core.data.confetti import ConfettiDataset
+from adtr_core.data.distorted import DistortedRegionDataset
 from adtr_core.data.pasted import PastedPatchDataset
 
-VALIDATION_KINDS = ("confetti", "pasted")
+VALIDATION_KINDS = ("confetti", "pasted", "distorted")
 MIN_HELD_OUT = 8  # fewer held-out images make the validation AUROC too coarse to compare
 MIN_TRAIN = 8  # images left for training when a split is made
 
@@ -66,10 +69,17 @@ class Subset(torch.utils.data.Dataset):
 
 
 def anomalous_copies(
-    held_out: torch.utils.data.Dataset, seed: int
+    held_out: torch.utils.data.Dataset, seed: int, kinds: tuple[str, ...] = VALIDATION_KINDS
 ) -> dict[str, torch.utils.data.Dataset]:
-    """The synthetic anomalies of the validation split, one data set per kind."""
-    return {
-        "confetti": ConfettiDataset(held_out, seed=int(seed) + 101),
-        "pasted": PastedPatchDataset(held_out, seed=int(seed) + 102),
+    """The synthetic anomalies of the validation split, one data set per kind in ``kinds``."""
+    makers = {
+        "confetti": lambda: ConfettiDataset(held_out, seed=int(seed) + 101),
+        "pasted": lambda: PastedPatchDataset(held_out, seed=int(seed) + 102),
+        "distorted": lambda: DistortedRegionDataset(held_out, seed=int(seed) + 103),
     }
+    unknown = sorted(set(kinds) - set(makers))
+    if unknown:
+        raise ValueError(
+            f"unknown validation kind(s) {', '.join(unknown)}; expected {', '.join(makers)}"
+        )
+    return {kind: makers[kind]() for kind in kinds}

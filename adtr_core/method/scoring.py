@@ -12,8 +12,8 @@ smoothed with a Gaussian, and reduced to one score per image:
 
 Where the pooling happens (our choice; the paper does not say): on the *upsampled, smoothed*
 map, with a ``pool_size x pool_size`` window and stride 1. With the defaults (256x256 input,
-stride-16 features, ``pool_size=32``, chosen by validation AUROC: docs/choices.md) the window
-covers about 2 x 2 feature cells, so the image score is the largest mean over any such window,
+stride-16 features, ``pool_size=64``, chosen by validation AUROC: docs/choices.md) the window
+covers about 4 x 4 feature cells, so the image score is the largest mean over any such window,
 at every pixel offset rather than only on the feature grid. Pooling the upsampled map makes
 ``pool_size`` a size in input pixels, whatever the backbone's stride.
 
@@ -52,7 +52,7 @@ class ScoringConfig:
     image_size: int | None = 256
     sigma: float = 4.0
     mode: str = "max_avgpool"
-    pool_size: int = 32  # 2 x 2 feature cells of a stride-16 backbone, in input pixels
+    pool_size: int = 64  # 4 x 4 feature cells of a stride-16 backbone, in input pixels
 
 
 def check_feature_pair(f: torch.Tensor, f_hat: torch.Tensor) -> None:

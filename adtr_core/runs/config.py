@@ -32,6 +32,7 @@ from adtr_core.data.sources import (
     FOLDER_FIELDS,
     ONE_CLASS_SOURCES,
 )
+from adtr_core.data.validation import VALIDATION_KINDS
 from adtr_core.method.model import CROSS_QK_INITS, POSITION_EMBEDDINGS
 from adtr_core.method.reconstructors import RECONSTRUCTORS
 from adtr_core.runs import schema as s
@@ -67,6 +68,12 @@ _MILESTONES = s.items(
     s.number(ge=0),
     "a list of epochs (steps when steps is set) >= 0, e.g. [400], or fractions of the budget "
     "below 1, e.g. [0.8]",
+)
+_VAL_KINDS = s.items(
+    s.choice(*VALIDATION_KINDS),
+    f"a non-empty list of distinct kinds from {', '.join(VALIDATION_KINDS)}",
+    nonempty=True,
+    test=lambda v: len(set(v)) == len(v),
 )
 _DEVICE = s.pattern(r"auto|cpu|cuda|cuda:\d+", "auto, cpu, cuda or cuda:N")
 _CATEGORY = s.text(null="the first category of the data", number_too=True, words="a category name")
@@ -153,7 +160,12 @@ RULES = [
 ]
 
 
-STORED_BEFORE: dict[str, Any] = {"pos_embed": "sine", "pos_scale": 1.0, "cross_qk_init": "xavier"}
+STORED_BEFORE: dict[str, Any] = {
+    "pos_embed": "sine",
+    "pos_scale": 1.0,
+    "cross_qk_init": "xavier",
+    "val_kinds": ["confetti", "pasted"],
+}
 """Fields added after runs were written, with the value those runs were trained with."""
 
 
@@ -230,11 +242,13 @@ class ExperimentConfig:
     eval_every: Annotated[int, _EVERY] = 0
     # --- validation (no test labels; our choice, the paper is silent) ---
     # A share of train/good held out of training (at least 8 images; none below 16), and
-    # synthetic anomalies made from it (confetti and pasted patches): the validation AUROC,
+    # synthetic anomalies made from it (val_kinds): the validation AUROC,
     # recorded every val_every epochs (steps), the self-check at the end and the signal of steps
     # "auto". 0: train on every image, no validation.
     val_fraction: Annotated[float, _VAL_FRACTION] = _DEFAULT_VAL
     val_every: Annotated[int, _EVERY] = 1  # between validation AUROCs, as eval_every counts
+    # the synthetic anomalies (adtr_core.data.validation); the validation AUROC is their mean
+    val_kinds: Annotated[tuple[str, ...], _VAL_KINDS] = VALIDATION_KINDS
     # steps "auto": evaluations without a gain before the lr drop, and again before the stop
     val_patience: Annotated[int, s.integer(ge=1)] = 3
     # --- anomaly-available case (ADTR+, Sec. 3.3) ---
@@ -255,14 +269,15 @@ class ExperimentConfig:
     # --- scoring ---
     # None: max_avgpool (MVTec-style) or mean (one-class data)
     score_mode: Annotated[str | None, s.choice(*SCORE_MODES, null=True)] = None
-    # window of max_avgpool, in input pixels: 2 x 2 feature cells (our choice, chosen by the
+    # window of max_avgpool, in input pixels: 4 x 4 feature cells (our choice, chosen by the
     # validation AUROC; adtr_core.method.scoring)
-    pool_size: Annotated[int, s.integer(ge=1)] = 32
+    pool_size: Annotated[int, s.integer(ge=1)] = 64
     sigma: Annotated[float, s.number(ge=0)] = 4.0
 
     def __post_init__(self) -> None:
         self.check_values(dataclasses.asdict(self))
         self.stages = tuple(int(s) for s in self.stages)
+        self.val_kinds = tuple(self.val_kinds)
         self.lr_milestones = tuple(m if 0 < m < 1 else int(m) for m in self.lr_milestones)
         if self.data == "auto":
             self.data = "mvtec" if paths.default_mvtec_root() is not None else "demo"

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from adtr_core.data.validation import Holdout, Subset, anomalous_copies
+from adtr_core.data.validation import VALIDATION_KINDS, Holdout, Subset, anomalous_copies
 from adtr_core.method.metrics import compute_metrics
 from adtr_core.method.scoring import ScoringConfig, score
 from adtr_core.runs.config import ExperimentConfig
@@ -99,13 +99,19 @@ class ValidationFeatures:
 
 
 def validation_features(
-    backbone: nn.Module, train_ds, all_train: FeatureSet, split: Holdout, seed: int, extract: dict
+    backbone: nn.Module,
+    train_ds,
+    all_train: FeatureSet,
+    split: Holdout,
+    seed: int,
+    extract: dict,
+    kinds: tuple[str, ...] = VALIDATION_KINDS,
 ) -> ValidationFeatures | None:
     """The validation split's features (None when nothing is held out)."""
     if not split.held_out:
         return None
     held = Subset(train_ds, split.held_out)
-    copies = anomalous_copies(held, seed)
+    copies = anomalous_copies(held, seed, kinds)
     return ValidationFeatures(
         normal=all_train.subset(split.held_out),
         anomalous={k: extract_features(backbone, ds, **extract) for k, ds in copies.items()},

@@ -289,7 +289,9 @@ def _train_and_evaluate(
     split = holdout(len(train_ds), cfg.val_fraction, cfg.seed)
     all_train_f = extract_features(backbone, train_ds, **extract)
     train_f = all_train_f.subset(split.train) if split.held_out else all_train_f
-    val = validation_features(backbone, train_ds, all_train_f, split, cfg.seed, extract)
+    val = validation_features(
+        backbone, train_ds, all_train_f, split, cfg.seed, extract, cfg.val_kinds
+    )
     if split.held_out:
         train_ds = Subset(train_ds, split.train)  # what ADTR+'s confetti is made from
     test_f = extract_features(backbone, test_ds, **extract)

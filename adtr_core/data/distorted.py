@@ -1,0 +1,106 @@
+"""Distorted regions: synthetic anomalies that change a surface's structure, not its colours.
+
+The third kind of synthetic anomaly of the validation split (:mod:`adtr_core.data.validation`).
+Confetti noise (:mod:`adtr_core.data.confetti`) is a flat colour, and a patch pasted from
+another image of the category (:mod:`adtr_core.data.pasted`) is invisible on a texture, where
+every image shows the same surface: both say little about whether a model of grass or gravel
+has learned the texture. A distorted region is made from the image itself: inside a soft
+irregular blob, the image is resampled at another scale (the grain gets coarser or finer)
+and through a smooth random displacement field (the structure is bent and torn), so that
+colours and brightness stay those of the image while the local structure does not. The mask
+is where the blend weight is at least one half. Everything is drawn from a numpy generator
+seeded per item: the same seed gives the same anomalies whatever the order of access.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from adtr_core.data.confetti import item_seed
+from adtr_core.data.pasted import _blob
+
+
+def distort_region(
+    image: torch.Tensor,
+    rng: np.random.Generator,
+    size_range: tuple[float, float] = (0.12, 0.3),
+    zoom_range: tuple[float, float] = (1.6, 2.6),
+    displacement: tuple[float, float] = (0.08, 0.2),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample a random blob of ``image`` at another scale and through a smooth warp.
+
+    Args:
+        image: (3, H, W) in [0, 1], the normal image.
+        rng: numpy generator.
+        size_range: the region's sides as fractions of the image side (each drawn on its own).
+        zoom_range: the scale change; it magnifies or, with equal chance, shrinks the content.
+        displacement: the warp's largest shift, as a fraction of the region's side.
+
+    Returns:
+        ``(image, mask)``: (3, H, W) with the distorted region, (1, H, W) float {0, 1}.
+    """
+    _, h, w = image.shape
+    rh = max(8, int(round(rng.uniform(*size_range) * h)))
+    rw = max(8, int(round(rng.uniform(*size_range) * w)))
+    rh, rw = min(rh, h), min(rw, w)
+    y0, x0 = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+    zoom = float(rng.uniform(*zoom_range))
+    zoom = zoom if rng.random() < 0.5 else 1.0 / zoom
+    yy, xx = np.mgrid[0:rh, 0:rw].astype(np.float64)
+    cy, cx = y0 + (rh - 1) / 2, x0 + (rw - 1) / 2
+    src_y = cy + (yy + y0 - cy) / zoom  # (rh, rw) source rows of the region's pixels
+    src_x = cx + (xx + x0 - cx) / zoom
+    amplitude = float(rng.uniform(*displacement)) * min(rh, rw)
+    for src in (src_y, src_x):
+        noise = ndimage.gaussian_filter(rng.standard_normal((rh, rw)), sigma=0.15 * min(rh, rw))
+        src += amplitude * noise / max(float(np.abs(noise).max()), 1e-8)
+    pixels = image.double().numpy()
+    region = np.stack(
+        [
+            ndimage.map_coordinates(channel, [src_y, src_x], order=1, mode="reflect")
+            for channel in pixels
+        ]
+    )  # (3, rh, rw)
+    alpha = _blob(rh, rw, rng)  # (rh, rw), 1 inside the blob
+    out = image.clone()
+    a = torch.from_numpy(alpha).to(image.dtype)[None]  # (1, rh, rw)
+    old = out[:, y0 : y0 + rh, x0 : x0 + rw]
+    new = torch.from_numpy(region).to(image.dtype)
+    out[:, y0 : y0 + rh, x0 : x0 + rw] = (1 - a) * old + a * new
+    mask = torch.zeros(1, h, w, dtype=image.dtype)
+    mask[:, y0 : y0 + rh, x0 : x0 + rw] = (a >= 0.5).to(image.dtype)
+    return out.clamp_(0.0, 1.0), mask
+
+
+class DistortedRegionDataset(torch.utils.data.Dataset):
+    """Anomalous versions of the items of ``base``: one distorted region each, with its mask.
+
+    The generator of item ``i`` is seeded by ``(seed, i)``.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, seed: int = 0, **distort) -> None:
+        self.base = base
+        self.seed = int(seed)
+        self.distort = distort
+        self.image_size = base.image_size
+        self.has_masks = True
+        n = len(base)
+        self.labels = np.ones(n, dtype=np.int64)
+        self.defects = ["distorted"] * n
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.base[index]
+        rng = np.random.default_rng(item_seed(self.seed, index % len(self)))
+        image, mask = distort_region(item["image"], rng, **self.distort)
+        return {
+            "image": image,  # (3, S, S)
+            "mask": torch.maximum(mask, item["mask"]),  # (1, S, S)
+            "label": 1,
+            "defect": "distorted",
+            "path": f"{item['path']}#distorted",
+        }
