@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -147,6 +148,17 @@ def test_a_run_records_the_validation_auroc(tiny_config, tmp_path):
     assert result.metrics["num_train"] == 60 - MIN_HELD_OUT
     assert "val_auroc" in result.history.columns
     assert not math.isnan(result.history["val_auroc"].iloc[-1])
+
+
+def test_validation_and_test_curves_keep_their_own_cadences(tiny_config, tmp_path):
+    # 52 trained images at batch 16: 4 steps an epoch, 28 steps are 7 epochs
+    cfg = dataclasses.replace(
+        tiny_config, epochs=None, steps=28, batch_size=16, val_every=8, eval_every=12
+    )
+    history = run_experiment(cfg, out_dir=tmp_path / "run", progress=False).history
+    val = history.dropna(subset=["val_auroc"])["epoch"].tolist()
+    test = history.dropna(subset=["image_auroc"])["epoch"].tolist()
+    assert val == [2, 4, 6, 7] and test == [3, 6]  # validation after the last epoch too
 
 
 def test_a_run_that_learns_nothing_warns(tiny_config, tmp_path):

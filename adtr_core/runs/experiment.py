@@ -314,7 +314,11 @@ def _train_and_evaluate(
     val_every, test_every = cfg.cadence(len(train_data))
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
-        out = validation_auroc(m, val, scoring, dtype) if val is not None else {}
+        # called on the finer of the two cadences and after the last epoch; each part keeps its own
+        last = trainer.epoch >= trainer.config.epochs
+        out = {}
+        if val is not None and (last or (val_every and trainer.epoch % val_every == 0)):
+            out.update(validation_auroc(m, val, scoring, dtype))
         if test_every and trainer.epoch % test_every == 0:
             out.update(evaluate_features(m, test_f, scoring, dtype)[0])
         return out
