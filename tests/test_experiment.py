@@ -185,7 +185,7 @@ def test_a_run_stored_before_the_position_fields_reads_back_as_it_was_trained(tm
     detr = {"pos_embed": "sine", "pos_scale": 1.0, "cross_qk_init": "xavier"}
     run = run_experiment(ExperimentConfig(**TINY, **detr), out_dir=tmp_path, progress=False)
     stored = json.loads((tmp_path / "config.json").read_text())
-    old = {k: v for k, v in stored.items() if k not in ("pos_scale", "cross_qk_init")}
+    old = {k: v for k, v in stored.items() if k not in ("pos_scale", "cross_qk_init", "val_kinds")}
     del old["pos_embed"]  # older still: before pos_embed itself, whose default was sine
     (tmp_path / "config.json").write_text(json.dumps(old))
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -196,7 +196,9 @@ def test_a_run_stored_before_the_position_fields_reads_back_as_it_was_trained(tm
     assert {k: getattr(loaded, k) for k in detr} == detr
     cfg, _, model = load_run_model(tmp_path)
     assert (cfg.pos_embed, cfg.pos_scale, cfg.cross_qk_init) == ("sine", 1.0, "xavier")
+    assert loaded.val_kinds == cfg.val_kinds == ("confetti", "pasted")  # before the third kind
     metrics = evaluate_checkpoint(tmp_path / "checkpoint.pt", device="cpu")
     assert metrics["image_auroc"] == pytest.approx(run.metrics["image_auroc"], abs=1e-6)
     # a config built now takes today's defaults
     assert ExperimentConfig.from_dict({}).pos_embed == "grid"
+    assert ExperimentConfig.from_dict({}).val_kinds == ("confetti", "pasted", "distorted")
