@@ -7,8 +7,9 @@ anomalous copies of every held-out image are made: one with confetti noise
 (:mod:`adtr_core.data.pasted`) and one with a region of its own surface distorted
 (:mod:`adtr_core.data.distorted`; the kind a texture's model can be judged by, where the other
 two are a flat colour and the same surface). The validation image AUROC is the mean, over
-those kinds, of the AUROC of the clean held-out images against their anomalous copies. No test image is
-touched and no training image is held out and trained on at once (:func:`holdout`).
+those kinds, of the AUROC of the clean held-out images against their anomalous copies. No
+test image is touched and no training image is held out and trained on at once
+(:func:`holdout`).
 """
 
 from __future__ import annotations
