@@ -114,7 +114,47 @@ def item_seed(seed: int, index: int) -> int:
     )
 
 
-class ConfettiDataset(torch.utils.data.Dataset):
+class SyntheticAnomalies(torch.utils.data.Dataset):
+    """Anomalous versions of the items of ``base``, one synthetic anomaly of one kind each.
+
+    The shared part of the confetti, pasted and distorted data sets: item ``i`` is ``base[i]``
+    with the anomaly that :meth:`anomaly` draws from a generator seeded by ``(seed, i)``;
+    items have label 1, defect :attr:`kind` and the anomaly's mask united with the base item's.
+    ``options`` are the keyword arguments of the kind's function.
+    """
+
+    kind = ""
+
+    def __init__(self, base: torch.utils.data.Dataset, seed: int = 0, **options) -> None:
+        self.base = base
+        self.seed = int(seed)
+        self.options = options
+        self.image_size = base.image_size
+        self.has_masks = True
+        n = len(base)
+        self.labels = np.ones(n, dtype=np.int64)
+        self.defects = [self.kind] * n
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def anomaly(self, index: int, item: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image, mask)``: item ``index`` (``item``) with the anomaly drawn from ``seed``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.base[index]
+        image, mask = self.anomaly(index, item, item_seed(self.seed, index % len(self)))
+        return {
+            "image": image,  # (3, S, S)
+            "mask": torch.maximum(mask, item["mask"]),  # (1, S, S)
+            "label": 1,
+            "defect": self.kind,
+            "path": f"{item['path']}#{self.kind}",
+        }
+
+
+class ConfettiDataset(SyntheticAnomalies):
     """Anomalous versions of the items of ``base``: confetti noise with its masks.
 
     Item ``i`` is ``base[i]`` with blobs pasted, drawn from a generator seeded by
@@ -128,27 +168,7 @@ class ConfettiDataset(torch.utils.data.Dataset):
         **noise: keyword arguments of :func:`confetti_noise`.
     """
 
-    def __init__(self, base: torch.utils.data.Dataset, seed: int = 0, **noise) -> None:
-        self.base = base
-        self.seed = int(seed)
-        self.noise = noise
-        self.image_size = base.image_size
-        self.has_masks = True
-        n = len(base)
-        self.labels = np.ones(n, dtype=np.int64)
-        self.defects = ["confetti"] * n
+    kind = "confetti"
 
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.base[index]
-        g = torch.Generator().manual_seed(item_seed(self.seed, index % len(self)))
-        image, mask = confetti_noise(item["image"], g, **self.noise)
-        return {
-            "image": image,  # (3, S, S)
-            "mask": torch.maximum(mask, item["mask"]),  # (1, S, S)
-            "label": 1,
-            "defect": "confetti",
-            "path": f"{item['path']}#confetti",
-        }
+    def anomaly(self, index: int, item: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return confetti_noise(item["image"], torch.Generator().manual_seed(seed), **self.options)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from adtr_core.data.confetti import item_seed
-from adtr_core.data.pasted import _blob
+from adtr_core.data.confetti import SyntheticAnomalies
+from adtr_core.data.pasted import blob
 
 
 def distort_region(
@@ -63,7 +63,7 @@ def distort_region(
             for channel in pixels
         ]
     )  # (3, rh, rw)
-    alpha = _blob(rh, rw, rng)  # (rh, rw), 1 inside the blob
+    alpha = blob(rh, rw, rng)  # (rh, rw), 1 inside the blob
     out = image.clone()
     a = torch.from_numpy(alpha).to(image.dtype)[None]  # (1, rh, rw)
     old = out[:, y0 : y0 + rh, x0 : x0 + rw]
@@ -74,33 +74,14 @@ def distort_region(
     return out.clamp_(0.0, 1.0), mask
 
 
-class DistortedRegionDataset(torch.utils.data.Dataset):
+class DistortedRegionDataset(SyntheticAnomalies):
     """Anomalous versions of the items of ``base``: one distorted region each, with its mask.
 
-    The generator of item ``i`` is seeded by ``(seed, i)``.
+    The generator of item ``i`` is seeded by ``(seed, i)``; ``distort`` are the keyword
+    arguments of :func:`distort_region`.
     """
 
-    def __init__(self, base: torch.utils.data.Dataset, seed: int = 0, **distort) -> None:
-        self.base = base
-        self.seed = int(seed)
-        self.distort = distort
-        self.image_size = base.image_size
-        self.has_masks = True
-        n = len(base)
-        self.labels = np.ones(n, dtype=np.int64)
-        self.defects = ["distorted"] * n
+    kind = "distorted"
 
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.base[index]
-        rng = np.random.default_rng(item_seed(self.seed, index % len(self)))
-        image, mask = distort_region(item["image"], rng, **self.distort)
-        return {
-            "image": image,  # (3, S, S)
-            "mask": torch.maximum(mask, item["mask"]),  # (1, S, S)
-            "label": 1,
-            "defect": "distorted",
-            "path": f"{item['path']}#distorted",
-        }
+    def anomaly(self, index: int, item: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return distort_region(item["image"], np.random.default_rng(seed), **self.options)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from adtr_core.data.confetti import item_seed
+from adtr_core.data.confetti import SyntheticAnomalies
 
 
-def _blob(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def blob(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A soft irregular blob in [0, 1] filling most of an (h, w) box."""
     yy, xx = np.mgrid[0:h, 0:w]
     cy, cx = (h - 1) / 2, (w - 1) / 2
@@ -66,7 +66,7 @@ def paste_patch(
     ph, pw = patch.shape[-2:]
     ph, pw = min(ph, h), min(pw, w)
     patch = patch[:, :ph, :pw]
-    alpha = _blob(ph, pw, rng) * float(rng.uniform(*opacity))  # (ph, pw)
+    alpha = blob(ph, pw, rng) * float(rng.uniform(*opacity))  # (ph, pw)
     y0, x0 = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
     out = image.clone()
     a = torch.from_numpy(alpha).to(image.dtype)[None]  # (1, ph, pw)
@@ -77,13 +77,15 @@ def paste_patch(
     return out.clamp_(0.0, 1.0), mask
 
 
-class PastedPatchDataset(torch.utils.data.Dataset):
+class PastedPatchDataset(SyntheticAnomalies):
     """Anomalous versions of the items of ``base``: one pasted patch each, with its mask.
 
     Item ``i`` is ``base[i]`` with a patch cut from a donor: one of ``donors`` (tensors
     (3, H, W) in [0, 1]) when given, else another item of ``base``. The generator is seeded by
-    ``(seed, i)``.
+    ``(seed, i)``; ``paste`` are the keyword arguments of :func:`paste_patch`.
     """
+
+    kind = "pasted"
 
     def __init__(
         self,
@@ -92,22 +94,11 @@ class PastedPatchDataset(torch.utils.data.Dataset):
         donors: list[torch.Tensor] | None = None,
         **paste,
     ) -> None:
-        self.base = base
-        self.seed = int(seed)
+        super().__init__(base, seed, **paste)
         self.donors = donors
-        self.paste = paste
-        self.image_size = base.image_size
-        self.has_masks = True
-        n = len(base)
-        self.labels = np.ones(n, dtype=np.int64)
-        self.defects = ["pasted"] * n
 
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.base[index]
-        rng = np.random.default_rng(item_seed(self.seed, index % len(self)))
+    def anomaly(self, index: int, item: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng(seed)
         if self.donors:
             donor = self.donors[int(rng.integers(0, len(self.donors)))]
         elif len(self.base) > 1:
@@ -115,11 +106,4 @@ class PastedPatchDataset(torch.utils.data.Dataset):
             donor = self.base[other + (other >= index)]["image"]
         else:
             donor = torch.flip(item["image"], dims=(1, 2))
-        image, mask = paste_patch(item["image"], donor, rng, **self.paste)
-        return {
-            "image": image,  # (3, S, S)
-            "mask": torch.maximum(mask, item["mask"]),  # (1, S, S)
-            "label": 1,
-            "defect": "pasted",
-            "path": f"{item['path']}#pasted",
-        }
+        return paste_patch(item["image"], donor, rng, **self.options)
