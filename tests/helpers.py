@@ -1,5 +1,6 @@
 """Helpers the tests share: a writer of CIFAR files, a per-category metrics table, a map
-scale, and timm's full classifier with the package's backbone weights loaded.
+scale, timm's full classifier with the package's backbone weights loaded, and the warnings
+in a notebook's stderr other than the self-check's.
 
 None of them is used by the package: :func:`save_cifar_batch` writes test files in the
 format the CIFAR loaders (:mod:`adtr_core.data.cifar`) read; :func:`build_classifier`
@@ -169,3 +170,20 @@ def build_classifier(name: str, weights: str = "auto") -> nn.Module:
                 stacklevel=2,
             )
     return model.eval()
+
+
+# ------------------------------------------------------------------- warnings in notebook outputs
+def unexpected_warnings(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that mention a warning, without the self-check's.
+
+    The self-check's warning (a smoke run has not learned its images) is meant for the
+    reader; a warning of any other kind in an executed notebook is a defect. Python prints a
+    warning as its line and then the source line it points at: both of the self-check's go.
+    """
+    lines = stderr.splitlines()
+    kept = [
+        line
+        for i, line in enumerate(lines)
+        if "SelfCheckWarning" not in line and not (i and "SelfCheckWarning" in lines[i - 1])
+    ]
+    return [line for line in kept if "Warning" in line]

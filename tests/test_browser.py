@@ -32,6 +32,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import unexpected_warnings
 
 from adtr_core import paths
 from adtr_core.figures.pipeline import KERNELSPEC, run_notebook
@@ -325,7 +326,7 @@ def test_notebook_02_runs_in_jupyterlab_with_the_smoke_profile(browser, lab):
             for out in cell.get("outputs", [])
             if out.get("name") == "stderr"
         ]
-        assert not any("Warning" in text for text in stderr), stderr
+        assert not unexpected_warnings("\n".join(stderr)), stderr
         assert saved["metadata"]["kernelspec"]["name"] == KERNELSPEC["name"]
     finally:
         page.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import unexpected_warnings
 
 from adtr_core import paths
 from adtr_core.figures.params import FIXED
@@ -159,14 +160,7 @@ def _check_executed_copy(executed: Path, figures: Path) -> None:
     outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     stderr = "".join("".join(o["text"]) for o in outputs if o.get("name") == "stderr")
-    # the self-check's one warning (a model not learned in a smoke run) is meant for the reader
-    lines = stderr.splitlines()
-    kept = [
-        line
-        for i, line in enumerate(lines)
-        if "SelfCheckWarning" not in line and not (i and "SelfCheckWarning" in lines[i - 1])
-    ]
-    assert "Warning" not in "\n".join(kept), stderr
+    assert not unexpected_warnings(stderr), stderr
     for local in (str(paths.repo_root()), tempfile.gettempdir() + "/", os.path.expanduser("~/")):
         assert local not in text.replace(str(figures), "<figures>"), local
     assert nb["metadata"]["kernelspec"] == KERNELSPEC

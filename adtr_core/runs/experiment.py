@@ -348,7 +348,7 @@ def _train_and_evaluate(
         warning = self_check_warning(metrics["val_auroc"])
         if warning:
             metrics["self_check"] = warning
-            warnings.warn(warning, SelfCheckWarning, stacklevel=3)
+            warnings.warn(warning, SelfCheckWarning, stacklevel=4)  # run_experiment's caller
         elif progress:
             print(f"self-check: validation AUROC {metrics['val_auroc']:.3f} on synthetic anomalies")
     metrics.update(
