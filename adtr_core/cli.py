@@ -494,7 +494,13 @@ def _add_other_commands(sub, parser: argparse.ArgumentParser) -> argparse.Argume
     p = sub.add_parser("figures", help="regenerate every figure and table (papermill)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     p.add_argument("--notebook", default=None, help="one notebook, e.g. 02 or 02_train_category")
-    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument(
+        "--executor",
+        default="ray",
+        choices=["local", "ray"],
+        help="how the notebooks' sweeps train: ray (default; one CPU per run, the cores shared "
+        "across notebooks) or local (in each notebook's kernel)",
+    )
     p.add_argument("--address", default=None, help="address of an existing Ray cluster")
     p.add_argument("--jobs", default="auto", help="notebooks run at once (auto: 2 on 2+ cores)")
     p.set_defaults(func=cmd_figures)

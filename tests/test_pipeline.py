@@ -15,6 +15,7 @@ from adtr_core import paths
 from adtr_core.figures import pipeline
 from adtr_core.figures.pipeline import (
     NotebookError,
+    build_parser,
     declared_parameters,
     discover_notebooks,
     lint_notebook,
@@ -258,7 +259,9 @@ def test_one_notebook_writes_figures_executed_copy_and_manifest(
     notebooks_dir, fake_profile, tmp_path, capsys
 ):
     figures = tmp_path / "figures"
+    assert build_parser().parse_args([]).executor == "ray"  # the runs of all notebooks share cores
     argv = ["--profile", "smoke", "--notebook", "01", "--notebooks-dir", str(notebooks_dir)]
+    argv += ["--executor", "local"]
     assert main([*argv, "--figures-dir", str(figures)]) == 0
     out = capsys.readouterr().out
     assert "01_fake_ok" in out and "done: 1 notebook(s)" in out
@@ -340,7 +343,7 @@ def test_failure_names_notebook_and_cell_and_keeps_earlier_figures(
 
     # The command line reports the same in one line and exits with 1.
     argv = ["--profile", "smoke", "--notebook", "02", "--notebooks-dir", str(notebooks_dir)]
-    assert main([*argv, "--figures-dir", str(figures)]) == 1
+    assert main([*argv, "--executor", "local", "--figures-dir", str(figures)]) == 1
     assert "02_fake_fail: cell 2" in capsys.readouterr().err
 
 

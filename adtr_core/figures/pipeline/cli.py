@@ -20,7 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--notebook", default=None, help="one notebook, e.g. 02 or 02_train_category"
     )
-    parser.add_argument("--executor", default="local", choices=["local", "ray"])
+    parser.add_argument(
+        "--executor",
+        default="ray",
+        choices=["local", "ray"],
+        help="how the notebooks' sweeps train: ray (default; one CPU per run, the cores shared "
+        "across notebooks) or local (in each notebook's kernel)",
+    )
     parser.add_argument(
         "--jobs",
         default="auto",

@@ -41,8 +41,7 @@ LARGE_NOTEBOOK_BYTES = 5_000_000  # warn when an executed notebook embeds more t
 # Notebooks that a whole run leaves out, with why: they take far longer than the others.
 # Named (`make figures NOTEBOOK=09`), they run; their earlier outputs stay in the manifest.
 OPTIONAL = {
-    "09": "the fidelity study, 70 min on 2 cores at the quick profile: "
-    "make figures NOTEBOOK=09 EXECUTOR=ray",
+    "09": "the fidelity study, 70 min on 2 cores at the quick profile: make figures NOTEBOOK=09",
 }
 
 
