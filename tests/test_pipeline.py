@@ -445,6 +445,26 @@ def test_ray_executor_reaches_the_notebooks(tmp_path, monkeypatch):
     assert (figures / "01_fake_sweep_table.csv").is_file()
 
 
+def test_ray_that_cannot_start_names_the_local_executor(tmp_path, monkeypatch):
+    """Ray is the figures' default: where it cannot start, the error says how to go without."""
+    from adtr_core.runs import sweep
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_fake_sweep.ipynb", [("parameters", PARAMS), ("code", SWEEP)])
+    monkeypatch.setattr(profiles, "profile_params", lambda profile, section: {})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def no_ray(**kwargs):
+        raise OSError("no space left in /dev/shm")
+
+    monkeypatch.setattr(sweep, "ray_init", no_ray)
+    with pytest.raises(RuntimeError, match="no space left.*make figures EXECUTOR=local"):
+        pipeline.run_pipeline(
+            "smoke", executor="ray", notebooks_dir=folder, figures_dir=tmp_path / "figures"
+        )
+
+
 def test_a_whole_run_leaves_the_optional_notebooks_out_and_names_them(
     tmp_path, monkeypatch, capsys
 ):

@@ -212,10 +212,21 @@ def _declares(notebook: Path, name: str) -> bool:
 
 
 def _ray_cluster(num_cpus: int | None = None) -> str:
-    """Start one local Ray instance for all notebooks; its address goes to the kernels."""
+    """Start one local Ray instance for all notebooks; its address goes to the kernels.
+
+    Raises:
+        RuntimeError: Ray could not start here; the message names the local executor.
+    """
     from adtr_core.runs.sweep import ray_init
 
-    ray_init(num_cpus=num_cpus)
+    try:
+        ray_init(num_cpus=num_cpus)
+    except Exception as err:  # noqa: BLE001 - any failure to start gets the same way out
+        raise RuntimeError(
+            f"Ray could not start a local instance for the notebooks' runs ({err}); "
+            "train them inside the notebooks instead: make figures EXECUTOR=local "
+            "(adtr figures --executor local)"
+        ) from err
     import ray
 
     return ray.get_runtime_context().gcs_address
