@@ -165,9 +165,10 @@ def test_a_run_that_learns_nothing_warns(tiny_config, tmp_path):
     import dataclasses
 
     cfg = dataclasses.replace(tiny_config, lr=1e-9, init_output_bias=False)
-    with pytest.warns(SelfCheckWarning, match="has not learned"):
+    with pytest.warns(SelfCheckWarning, match="has not learned") as record:
         result = run_experiment(cfg, out_dir=tmp_path / "run", progress=False)
     assert "self_check" in result.metrics
+    assert record[0].filename == __file__  # it points at the line that called run_experiment
 
 
 def test_steps_auto_stops_on_the_validation_plateau():

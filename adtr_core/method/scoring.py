@@ -46,7 +46,7 @@ class ScoringConfig:
         mode: Image score reduction, one of ``SCORE_MODES``. "max_avgpool" is the paper's MVTec
             AD score; use "mean" for the CIFAR-10 one-class protocol.
         pool_size: Average-pooling window (in output pixels, stride 1) for "max_avgpool";
-            32 = 2 x 2 stride-16 feature cells (our choice, module doc); clamped to the map.
+            64 = 4 x 4 stride-16 feature cells (our choice, module doc); clamped to the map.
     """
 
     image_size: int | None = 256
