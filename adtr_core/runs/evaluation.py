@@ -140,6 +140,7 @@ def self_check_warning(val_auroc: float) -> str | None:
         return None
     return (
         f"self-check: validation AUROC {val_auroc:.3f} < {SELF_CHECK_AUROC} on synthetic "
-        f"anomalies of held-out training images: the model has not learned these images; "
-        f"try more steps (--steps auto), or --profile paper on a GPU"
+        f"anomalies of held-out training images: the model has not learned these images, or "
+        f"they are too irregular for the synthetic anomalies to show it (fine textures such as "
+        f"grass warn at any budget); try more steps (--steps auto), or --profile paper on a GPU"
     )
