@@ -430,30 +430,32 @@ save_table(results_table(results), "01_fake_sweep_table", out_dir=out_dir)
 """
 
 
-@pytest.mark.slow
-def test_ray_executor_reaches_the_notebooks(tmp_path, monkeypatch):
-    """``--executor ray``: one Ray instance started by the pipeline serves the notebook's sweep."""
+@pytest.fixture
+def sweep_notebooks(tmp_path, monkeypatch) -> Path:
+    """A folder with one notebook whose sweep takes the executor, and no Ray address set."""
     folder = tmp_path / "notebooks"
     folder.mkdir()
     _notebook(folder / "01_fake_sweep.ipynb", [("parameters", PARAMS), ("code", SWEEP)])
     monkeypatch.setattr(profiles, "profile_params", lambda profile, section: {})
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return folder
+
+
+@pytest.mark.slow
+def test_ray_executor_reaches_the_notebooks(sweep_notebooks, tmp_path):
+    """``--executor ray``: one Ray instance started by the pipeline serves the notebook's sweep."""
     figures = tmp_path / "figures"
-    runs = pipeline.run_pipeline("smoke", executor="ray", notebooks_dir=folder, figures_dir=figures)
+    runs = pipeline.run_pipeline(
+        "smoke", executor="ray", notebooks_dir=sweep_notebooks, figures_dir=figures
+    )
     assert runs[0].record["parameters"]["executor"] == "ray"
     assert "ray address set: True" in _stream_text(figures / "executed" / "01_fake_sweep.ipynb")
     assert (figures / "01_fake_sweep_table.csv").is_file()
 
 
-def test_ray_that_cannot_start_names_the_local_executor(tmp_path, monkeypatch):
+def test_ray_that_cannot_start_names_the_local_executor(sweep_notebooks, tmp_path, monkeypatch):
     """Ray is the figures' default: where it cannot start, the error says how to go without."""
     from adtr_core.runs import sweep
-
-    folder = tmp_path / "notebooks"
-    folder.mkdir()
-    _notebook(folder / "01_fake_sweep.ipynb", [("parameters", PARAMS), ("code", SWEEP)])
-    monkeypatch.setattr(profiles, "profile_params", lambda profile, section: {})
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
     def no_ray(**kwargs):
         raise OSError("no space left in /dev/shm")
@@ -461,7 +463,7 @@ def test_ray_that_cannot_start_names_the_local_executor(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "ray_init", no_ray)
     with pytest.raises(RuntimeError, match="no space left.*make figures EXECUTOR=local"):
         pipeline.run_pipeline(
-            "smoke", executor="ray", notebooks_dir=folder, figures_dir=tmp_path / "figures"
+            "smoke", executor="ray", notebooks_dir=sweep_notebooks, figures_dir=tmp_path / "figures"
         )
 
 
