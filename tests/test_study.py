@@ -78,3 +78,17 @@ def test_the_table_gives_mean_and_spread_over_seeds_and_the_curves_count_steps()
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="no trained run"):
         study_figure(curves.iloc[:0], peer_levels(table))
+
+
+def test_a_curve_ends_at_the_end_of_training_with_the_tables_metrics():
+    # the test cadence (2 epochs) does not fall on the last epoch (3): the last point is the
+    # end-of-training evaluation, and an epoch that evaluated keeps its own value
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "val_auroc": [0.6, 0.7, 0.8], "image_auroc": [math.nan, 0.7, math.nan]}
+    )
+    curves = study_curves([_result("bottle-small", "adtr", 0, 0.93, 0.8, history)])
+    assert curves["step"].tolist() == [2, 4, 6]
+    assert curves["image_auroc"].tolist()[1:] == [0.7, 0.93]
+    assert math.isnan(curves["image_auroc"].iloc[0])
+    assert curves["pixel_auroc"].iloc[-1] == pytest.approx(0.83)
+    assert curves["val_auroc"].tolist() == [0.6, 0.7, 0.8]

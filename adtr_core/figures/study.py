@@ -89,6 +89,10 @@ def _steps_per_epoch(result: RunResult) -> int:
 def study_curves(results: Sequence[RunResult]) -> pd.DataFrame:
     """The trained runs' histories against optimiser steps.
 
+    The last epoch takes the end-of-training metrics (``metrics.json``, what the tables hold)
+    where its row of the history did not evaluate them, so a curve ends where training did,
+    not at the last multiple of the test cadence.
+
     Returns:
         One row per run and evaluated epoch: ``set``, ``model``, ``seed``, ``step``, and
         ``val_auroc`` and ``image_auroc`` / ``pixel_auroc`` where that epoch evaluated them
@@ -100,14 +104,20 @@ def study_curves(results: Sequence[RunResult]) -> pd.DataFrame:
             continue
         per_epoch = _steps_per_epoch(result)
         history = result.history
+        last = int(history["epoch"].max()) if len(history) else None
         for _, row in history.iterrows():
+            values = {m: float(row[m]) if m in history else math.nan for m in METRICS}
+            if int(row["epoch"]) == last:
+                for m, value in values.items():
+                    if math.isnan(value) and m in result.metrics:
+                        values[m] = float(result.metrics[m])
             rows.append(
                 {
                     "set": set_name(result.config),
                     "model": result.config.model,
                     "seed": result.config.seed,
                     "step": int(row["epoch"]) * per_epoch,
-                    **{m: float(row[m]) if m in history else math.nan for m in METRICS},
+                    **values,
                 }
             )
     return pd.DataFrame(rows, columns=["set", "model", "seed", "step", *METRICS])
