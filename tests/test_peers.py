@@ -165,3 +165,44 @@ def test_peer_configs_share_data_and_backbone_only(tiny_config) -> None:
     )
     with pytest.raises(ValueError, match="unknown peer"):
         peer_configs([tiny_config], "adtr")
+
+
+def test_adtr_and_its_peers_go_to_one_sweep(tiny_config, monkeypatch) -> None:
+    """sweep_with_peers hands ADTR's runs and every peer's to run_sweep at once (so Ray can
+    fit the peers beside ADTR's training) and splits the results back by model."""
+    import dataclasses
+    from pathlib import Path
+
+    import pandas as pd
+
+    from adtr_core.figures import reporting
+    from adtr_core.runs import sweep
+    from adtr_core.runs.results import RunResult
+
+    calls = []
+
+    def fake_sweep(configs, executor="local", runs_dir=None):
+        calls.append([(c.model, c.category) for c in configs])
+        return [
+            RunResult(Path("x"), c, {"image_auroc": i / 10}, pd.DataFrame(), pd.DataFrame())
+            for i, c in enumerate(configs)
+        ]
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    base = [tiny_config, dataclasses.replace(tiny_config, category="grass")]
+    adtr, peers = reporting.sweep_with_peers(base, executor="ray")
+    assert len(calls) == 1
+    assert calls[0] == [
+        ("adtr", "brick"), ("adtr", "grass"),
+        ("padim", "brick"), ("padim", "grass"),
+        ("patchcore", "brick"), ("patchcore", "grass"),
+    ]  # fmt: skip
+    assert [r.config.category for r in adtr] == ["brick", "grass"]
+    assert peers == {
+        "PaDiM": {"brick": {"image_auroc": 0.2}, "grass": {"image_auroc": 0.3}},
+        "PatchCore": {"brick": {"image_auroc": 0.4}, "grass": {"image_auroc": 0.5}},
+    }
+    calls.clear()
+    alone = reporting.peer_methods(base)  # the peers alone: the same rows, from one sweep
+    assert len(calls) == 1 and [m for m, _ in calls[0]] == ["padim"] * 2 + ["patchcore"] * 2
+    assert alone["PatchCore"] == {"brick": {"image_auroc": 0.2}, "grass": {"image_auroc": 0.3}}

@@ -22,6 +22,7 @@ from adtr_core.figures.reporting.configs import (
     peer_configs,
     peer_methods,
     plus_configs,
+    sweep_with_peers,
     table_configs,
 )
 from adtr_core.figures.reporting.one_class import (
@@ -91,6 +92,7 @@ __all__ = [
     "plus_configs",
     "run_summary",
     "settings_note",
+    "sweep_with_peers",
     "table_configs",
     "tsne_group_summary",
 ]

@@ -6,7 +6,8 @@ results folder), so that equal settings give equal configs, hence shared results
 :func:`image_label_configs`: ADTR+ with image labels only (``loss="img"``).
 :func:`peer_configs` / :func:`peer_methods`: the runs of anomalib's PaDiM and PatchCore
 (:mod:`adtr_core.runs.peers`) on the same categories, image size, backbone and weights as the
-ADTR configs, as table rows next to ADTR's.
+ADTR configs, as table rows next to ADTR's; :func:`sweep_with_peers` trains ADTR and fits its
+peers in one sweep.
 """
 
 from __future__ import annotations
@@ -169,16 +170,43 @@ def peer_methods(
     """``{"PaDiM": {category: metrics}, "PatchCore": {...}}`` for
     :func:`per_category_metric_table`.
 
-    Runs (or loads, when finished) the peer runs of :func:`peer_configs` with
+    Runs (or loads, when finished) the peer runs of :func:`peer_configs`, every peer in one
     :func:`adtr_core.runs.sweep.run_sweep`.
     """
+    return _sweep_with_peers([], base, executor, runs_dir)[1]
+
+
+def sweep_with_peers(
+    base: Sequence[ExperimentConfig], executor: str = "local", runs_dir: str | None = None
+) -> tuple[list[RunResult], dict[str, dict[str, dict[str, Any]]]]:
+    """Trains (or loads) the ADTR runs ``base`` and fits their peers in one sweep.
+
+    With the Ray executor the peers' fits then share the cores with ADTR's runs instead of
+    starting after the last of them (what :func:`peer_methods` after a sweep of ``base``
+    would do).
+
+    Returns:
+        ADTR's results in the order of ``base``, and :func:`peer_methods`' table rows.
+    """
+    return _sweep_with_peers(base, base, executor, runs_dir)
+
+
+def _sweep_with_peers(
+    own: Sequence[ExperimentConfig],
+    base: Sequence[ExperimentConfig],
+    executor: str,
+    runs_dir: str | None,
+) -> tuple[list[RunResult], dict[str, dict[str, dict[str, Any]]]]:
     from adtr_core.figures.reporting.tables import metrics_by_category
     from adtr_core.runs.peers import PEER_LABELS
     from adtr_core.runs.sweep import run_sweep
 
-    return {
-        label: metrics_by_category(
-            run_sweep(peer_configs(base, model), executor=executor, runs_dir=runs_dir)
-        )
-        for model, label in PEER_LABELS.items()
-    }
+    peers = {model: peer_configs(base, model) for model in PEER_LABELS}
+    queue = [*own, *(cfg for cfgs in peers.values() for cfg in cfgs)]
+    results = run_sweep(queue, executor=executor, runs_dir=runs_dir)
+    rest = list(results[len(own) :])
+    methods = {}
+    for model, cfgs in peers.items():
+        methods[PEER_LABELS[model]] = metrics_by_category(rest[: len(cfgs)])
+        rest = rest[len(cfgs) :]
+    return list(results[: len(own)]), methods
