@@ -194,15 +194,16 @@ def test_adtr_and_its_peers_go_to_one_sweep(tiny_config, monkeypatch) -> None:
     assert len(calls) == 1
     assert calls[0] == [
         ("adtr", "brick"), ("adtr", "grass"),
+        ("patchcore", "brick"), ("patchcore", "grass"),  # the slowest fit first
         ("padim", "brick"), ("padim", "grass"),
-        ("patchcore", "brick"), ("patchcore", "grass"),
     ]  # fmt: skip
     assert [r.config.category for r in adtr] == ["brick", "grass"]
     assert peers == {
-        "PaDiM": {"brick": {"image_auroc": 0.2}, "grass": {"image_auroc": 0.3}},
-        "PatchCore": {"brick": {"image_auroc": 0.4}, "grass": {"image_auroc": 0.5}},
+        "PaDiM": {"brick": {"image_auroc": 0.4}, "grass": {"image_auroc": 0.5}},
+        "PatchCore": {"brick": {"image_auroc": 0.2}, "grass": {"image_auroc": 0.3}},
     }
+    assert list(peers) == ["PaDiM", "PatchCore"]  # the tables' column order
     calls.clear()
     alone = reporting.peer_methods(base)  # the peers alone: the same rows, from one sweep
-    assert len(calls) == 1 and [m for m, _ in calls[0]] == ["padim"] * 2 + ["patchcore"] * 2
-    assert alone["PatchCore"] == {"brick": {"image_auroc": 0.2}, "grass": {"image_auroc": 0.3}}
+    assert len(calls) == 1 and [m for m, _ in calls[0]] == ["patchcore"] * 2 + ["padim"] * 2
+    assert alone["PatchCore"] == {"brick": {"image_auroc": 0.0}, "grass": {"image_auroc": 0.1}}
