@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,7 +248,16 @@ def _wait_idle(lab: Lab, timeout: float, settle: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     idle_since = None
     while time.monotonic() < deadline:
-        kernels = lab.kernels()
+        try:
+            kernels = lab.kernels()
+        except urllib.error.HTTPError as err:
+            if err.code < 500:
+                raise
+            # the server can fail the list while it removes a kernel that is shutting down (a
+            # race between kernel shutdown and the kernel list): ask again
+            idle_since = None
+            time.sleep(0.5)
+            continue
         if kernels and all(k["execution_state"] == "idle" for k in kernels):
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since >= settle:
