@@ -92,3 +92,6 @@ def test_a_curve_ends_at_the_end_of_training_with_the_tables_metrics():
     assert math.isnan(curves["image_auroc"].iloc[0])
     assert curves["pixel_auroc"].iloc[-1] == pytest.approx(0.83)
     assert curves["val_auroc"].tolist() == [0.6, 0.7, 0.8]
+    unmasked = _result("bottle-small", "adtr", 0, 0.93, 0.8, history)
+    unmasked.metrics["pixel_auroc"] = None  # data without masks: no pixel metric to end on
+    assert math.isnan(study_curves([unmasked])["pixel_auroc"].iloc[-1])

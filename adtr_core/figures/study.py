@@ -109,7 +109,7 @@ def study_curves(results: Sequence[RunResult]) -> pd.DataFrame:
             values = {m: float(row[m]) if m in history else math.nan for m in METRICS}
             if int(row["epoch"]) == last:
                 for m, value in values.items():
-                    if math.isnan(value) and m in result.metrics:
+                    if math.isnan(value) and result.metrics.get(m) is not None:
                         values[m] = float(result.metrics[m])
             rows.append(
                 {
