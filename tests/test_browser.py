@@ -158,7 +158,16 @@ class Lab:
             text = response.read().decode()
         return json.loads(text) if text else None
 
-    def kernels(self) -> list[dict]:
+    def kernels(self, tries: int = 20) -> list[dict]:
+        """The server's kernels. The server can fail the list (a 5xx) while it removes a kernel
+        that is shutting down, a race between kernel shutdown and the list: ask again."""
+        for _ in range(tries - 1):
+            try:
+                return self.api("GET", "api/kernels")
+            except urllib.error.HTTPError as err:
+                if err.code < 500:
+                    raise
+                time.sleep(0.5)
         return self.api("GET", "api/kernels")
 
     def stop(self) -> None:
@@ -248,16 +257,7 @@ def _wait_idle(lab: Lab, timeout: float, settle: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     idle_since = None
     while time.monotonic() < deadline:
-        try:
-            kernels = lab.kernels()
-        except urllib.error.HTTPError as err:
-            if err.code < 500:
-                raise
-            # the server can fail the list while it removes a kernel that is shutting down (a
-            # race between kernel shutdown and the kernel list): ask again
-            idle_since = None
-            time.sleep(0.5)
-            continue
+        kernels = lab.kernels()
         if kernels and all(k["execution_state"] == "idle" for k in kernels):
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since >= settle:
