@@ -202,3 +202,43 @@ def test_a_run_stored_before_the_position_fields_reads_back_as_it_was_trained(tm
     # a config built now takes today's defaults
     assert ExperimentConfig.from_dict({}).pos_embed == "grid"
     assert ExperimentConfig.from_dict({}).val_kinds == ("confetti", "pasted", "distorted")
+
+
+def test_feature_jitter_adds_noise_in_proportion_to_each_position_norm():
+    from adtr_core.runs.experiment import jitter
+
+    torch.manual_seed(0)
+    f = torch.randn(64, 100, 2, 2) * torch.tensor([1.0, 3.0, 0.5, 10.0]).view(1, 1, 2, 2)
+    assert jitter(f, 0.0) is f
+    noise = jitter(f, 20.0) - f  # (64, 100, 2, 2)
+    expected = 20.0 * f.norm(dim=1, keepdim=True) / 100  # (64, 1, 2, 2)
+    ratio = noise.pow(2).mean(dim=(0, 1)).sqrt() / expected.pow(2).mean(dim=(0, 1)).sqrt()
+    assert torch.allclose(ratio, torch.ones(2, 2), atol=0.05), ratio
+
+
+def test_feature_jitter_perturbs_the_training_input_not_the_target():
+    """With jitter, a model that outputs its input has a training loss (its input was noisy,
+    the target is the clean features); without jitter, or in eval mode, it has none."""
+    from adtr_core.runs.experiment import make_loss_fn
+
+    identity = torch.nn.Identity()
+    batch = {"features": torch.randn(4, 16, 3, 3) + 2.0}
+    jittered = make_loss_fn(ExperimentConfig(**TINY, feature_jitter=20.0))
+    assert jittered(identity.train(), batch).item() > 0
+    assert jittered(identity.eval(), batch).item() == 0
+    plain = make_loss_fn(ExperimentConfig(**TINY, feature_jitter=0.0))
+    assert plain(identity.train(), batch).item() == 0
+    assert ExperimentConfig(**TINY).feature_jitter == 20.0  # the default: UniAD's scale
+
+
+def test_feature_jitter_enters_the_run_name_only_when_set():
+    """Runs stored before the field existed keep their folder names: jitter 0 hashes as absent."""
+    from adtr_core.runs.config import STORED_BEFORE
+
+    base = {**TINY, "feature_jitter": 0.0}
+    off = ExperimentConfig(**base).to_dict()
+    del off["feature_jitter"]
+    stored = ExperimentConfig.from_stored(off)
+    assert stored.feature_jitter == STORED_BEFORE["feature_jitter"] == 0.0
+    assert stored.run_name() == ExperimentConfig(**base).run_name()
+    assert ExperimentConfig(**{**base, "feature_jitter": 20.0}).run_name() != stored.run_name()

@@ -165,8 +165,12 @@ STORED_BEFORE: dict[str, Any] = {
     "pos_scale": 1.0,
     "cross_qk_init": "xavier",
     "val_kinds": ["confetti", "pasted"],
+    "feature_jitter": 0.0,
 }
 """Fields added after runs were written, with the value those runs were trained with."""
+
+NAMED_WHEN_SET: dict[str, Any] = {"feature_jitter": 0.0}
+"""Fields that enter a results folder's name only when they differ from this value."""
 
 
 @dataclass
@@ -230,6 +234,11 @@ class ExperimentConfig:
     lr_milestones: Annotated[tuple[float, ...], _MILESTONES] = (400,)
     lr_gamma: Annotated[float, s.number(gt=0)] = 0.1
     grad_clip: Annotated[float | None, s.number(gt=0, null="no clipping")] = 0.1
+    # Feature jitter (our choice, the paper is silent; the scale of the authors' follow-up
+    # code, UniAD): in training, each input token f gets Gaussian noise of sd
+    # feature_jitter * |f| / C per channel, and the loss compares the reconstruction with the
+    # clean f (docs/fidelity.md). 0: the input is f itself, as eq. 1 reads.
+    feature_jitter: Annotated[float, s.number(ge=0)] = 20.0
     seed: Annotated[int, s.integer(ge=0, lt=2**32, words="an integer in [0, 2**32)")] = 0
     device: Annotated[str, _DEVICE] = "auto"
     # torch CPU threads of training: a count changes the floats a little, so a trained run
@@ -411,6 +420,10 @@ class ExperimentConfig:
         # absent folder fields leave the names of other runs as they were
         for name in FOLDER_FIELDS:
             if values[name] is None:
+                del values[name]
+        # fields added later leave the names of the runs without them as they were
+        for name, off in NAMED_WHEN_SET.items():
+            if values[name] == off:
                 del values[name]
         digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         parts = [self.data, str(self.category), self.model, self.backbone]

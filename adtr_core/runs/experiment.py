@@ -161,12 +161,21 @@ class _DictDataset(torch.utils.data.Dataset):
         return {k: v[idx] for k, v in self.tensors.items()}
 
 
+def jitter(f: torch.Tensor, scale: float) -> torch.Tensor:
+    """``f`` (B, C, h, w) plus Gaussian noise of sd ``scale * |f(:, u)| / C`` at each position u
+    (UniAD's feature jitter); ``scale`` 0 returns ``f``."""
+    if scale == 0:
+        return f
+    sd = f.norm(dim=1, keepdim=True) * (scale / f.shape[1])  # (B, 1, h, w)
+    return f + torch.randn_like(f) * sd
+
+
 def make_loss_fn(cfg: ExperimentConfig):
     """``loss_fn(model, batch)`` for the Trainer: L_norm, L_px or L_img (METHOD.md §3)."""
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         f = batch["features"]  # (B, C, h, w)
-        f_hat = model(f)  # (B, C, h, w)
+        f_hat = model(jitter(f, cfg.feature_jitter) if model.training else f)  # (B, C, h, w)
         if cfg.loss == "norm":
             return l_norm(f, f_hat)
         if cfg.loss == "px":
