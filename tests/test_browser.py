@@ -170,13 +170,17 @@ class Lab:
                 time.sleep(0.5)
         return self.api("GET", "api/kernels")
 
+    def shutdown_kernels(self) -> None:
+        """Shut every kernel of the server down."""
+        for kernel in self.kernels():
+            self.api("DELETE", f"api/kernels/{kernel['id']}")
+
     def stop(self) -> None:
         """Shut the kernels down, then the server (its whole process group)."""
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            for kernel in self.kernels():
-                self.api("DELETE", f"api/kernels/{kernel['id']}")
+            self.shutdown_kernels()
         except OSError:
             pass
         for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
@@ -340,8 +344,7 @@ def test_notebook_02_runs_in_jupyterlab_with_the_smoke_profile(browser, lab):
         assert saved["metadata"]["kernelspec"]["name"] == KERNELSPEC["name"]
     finally:
         page.close()
-        for kernel in lab.kernels():
-            lab.api("DELETE", f"api/kernels/{kernel['id']}")
+        lab.shutdown_kernels()
     assert {p: p.stat().st_mtime_ns for p in paths.figures_dir().glob("02_*")} == committed
 
 
@@ -353,8 +356,7 @@ def test_a_notebook_that_raises_shows_an_error_output(browser, lab):
         saved = _run_all_and_save(page, lab, target, done=None)
     finally:
         page.close()
-        for kernel in lab.kernels():
-            lab.api("DELETE", f"api/kernels/{kernel['id']}")
+        lab.shutdown_kernels()
     errors = _errors(saved)
     assert errors and "epochs = 'abc' is not valid: expected an integer" in errors[0], errors
 
@@ -378,8 +380,7 @@ def test_an_executed_notebook_is_unchanged_by_opening_and_saving(browser, lab, t
         assert target.stat().st_mtime_ns != 0, "JupyterLab did not save the notebook"
     finally:
         page.close()
-        for kernel in lab.kernels():
-            lab.api("DELETE", f"api/kernels/{kernel['id']}")
+        lab.shutdown_kernels()
     saved = target.read_bytes()
     if saved != original:
         import difflib
