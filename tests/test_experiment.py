@@ -242,3 +242,9 @@ def test_feature_jitter_enters_the_run_name_only_when_set():
     assert stored.feature_jitter == STORED_BEFORE["feature_jitter"] == 0.0
     assert stored.run_name() == ExperimentConfig(**base).run_name()
     assert ExperimentConfig(**{**base, "feature_jitter": 20.0}).run_name() != stored.run_name()
+    # a fitted peer does not train: jitter leaves its name (and its stored fit) alone
+    peer = {**base, "model": "patchcore"}
+    assert (
+        ExperimentConfig(**peer).run_name()
+        == ExperimentConfig(**{**peer, "feature_jitter": 20.0}).run_name()
+    )

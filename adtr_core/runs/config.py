@@ -170,7 +170,8 @@ STORED_BEFORE: dict[str, Any] = {
 """Fields added after runs were written, with the value those runs were trained with."""
 
 NAMED_WHEN_SET: dict[str, Any] = {"feature_jitter": 0.0}
-"""Fields that enter a results folder's name only when they differ from this value."""
+"""Fields that enter a results folder's name only when they differ from this value, and never
+for a fitted peer (PaDiM, PatchCore), which does not train."""
 
 
 @dataclass
@@ -421,9 +422,10 @@ class ExperimentConfig:
         for name in FOLDER_FIELDS:
             if values[name] is None:
                 del values[name]
-        # fields added later leave the names of the runs without them as they were
+        # fields added later leave the names of the runs without them as they were; training
+        # fields say nothing of a fitted peer
         for name, off in NAMED_WHEN_SET.items():
-            if values[name] == off:
+            if values[name] == off or self.model in PEER_MODELS:
                 del values[name]
         digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         parts = [self.data, str(self.category), self.model, self.backbone]
