@@ -248,3 +248,25 @@ def test_feature_jitter_enters_the_run_name_only_when_set():
         ExperimentConfig(**peer).run_name()
         == ExperimentConfig(**{**peer, "feature_jitter": 20.0}).run_name()
     )
+
+
+def test_a_peer_fitted_before_feature_jitter_is_found_finished(tmp_path):
+    """A PaDiM fit stored before the field existed is the same run as one asked for now (a peer
+    does not train); an ADTR run without jitter is not the same run as one with it."""
+    from adtr_core.runs.config import config_changes
+    from adtr_core.runs.sweep import is_finished
+
+    peer = ExperimentConfig(**TINY, model="padim")
+    old = peer.to_dict()
+    del old["feature_jitter"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    (tmp_path / "metrics.json").write_text("{}")
+    assert config_changes(old, peer.to_dict()) == []
+    assert is_finished(peer, tmp_path)
+
+    adtr = ExperimentConfig(**TINY)
+    before = {**adtr.to_dict(), "feature_jitter": 0.0}
+    assert config_changes(before, adtr.to_dict()) == ["feature_jitter: 0.0 -> 20.0"]
+    (tmp_path / "config.json").write_text(json.dumps(before))
+    with pytest.raises(ValueError, match="feature_jitter: 0.0 -> 20.0"):
+        is_finished(adtr, tmp_path)

@@ -38,6 +38,7 @@ from adtr_core.method.reconstructors import RECONSTRUCTORS
 from adtr_core.runs import schema as s
 from adtr_core.runs.peers import PEER_MODELS
 from adtr_core.runs.precision import PRECISIONS, autocast_dtype
+from adtr_core.runs.results_folder import IGNORED_FIELDS, config_differences
 from adtr_core.runs.schema import Rule, Schema, SettingError
 from adtr_core.runs.train import Plateau, TrainConfig
 
@@ -410,8 +411,10 @@ class ExperimentConfig:
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
 
-    def run_name(self) -> str:
-        """A folder name that says what the run is and hashes the rest of the config."""
+    def identity(self) -> dict[str, Any]:
+        """The values a results folder's name hashes: two configs of equal identity are one
+        run (a folder field left unset, a field at its value of before it existed, a training
+        field of a fitted peer and where a starting run lives do not count)."""
         values = self.to_dict()
         if values["init_from"] is not None:
             # The starting run's folder name already hashes its config; where the runs live
@@ -427,6 +430,11 @@ class ExperimentConfig:
         for name, off in NAMED_WHEN_SET.items():
             if values[name] == off or self.model in PEER_MODELS:
                 del values[name]
+        return values
+
+    def run_name(self) -> str:
+        """A folder name that says what the run is and hashes its :meth:`identity`."""
+        values = self.identity()
         digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
         parts = [self.data, str(self.category), self.model, self.backbone]
         if self.loss != "norm":
@@ -443,6 +451,23 @@ SCHEMA = Schema(
     },
     RULES,
 )
+
+
+def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"name: stored -> current"`` for each field in which the run stored as ``stored`` (a
+    ``config.json``, read as :meth:`ExperimentConfig.from_stored` reads it) and ``current``
+    differ as runs (:meth:`ExperimentConfig.identity`); empty when they are the same run."""
+    try:
+        old, new = ExperimentConfig.from_stored(stored), ExperimentConfig.from_stored(current)
+    except ValueError:  # not a config of this version: compare as written
+        return config_differences(stored, current, DEFAULTS)
+    a, b = old.identity(), new.identity()
+    shown_a, shown_b = old.to_dict(), new.to_dict()
+    return [
+        f"{name}: {shown_a[name]!r} -> {shown_b[name]!r}"
+        for name in sorted(set(a) | set(b))
+        if name not in IGNORED_FIELDS and a.get(name) != b.get(name)
+    ]
 
 
 DEFAULTS = {  # every field's default, as config.json writes it

@@ -22,7 +22,7 @@ import fcntl
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -140,11 +140,16 @@ def claim(
     config: Mapping[str, Any],
     defaults: Mapping[str, Any],
     overwrite: bool = False,
+    compare: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]] | None = None,
 ) -> Path | None:
     """Make sure ``folder`` (already locked) may hold a run of ``config``.
 
     Temporary files that a killed process left mid-write are removed first. A folder of
     other files (a user's folder given as ``--out``) is refused, ``overwrite`` or not.
+
+    Args:
+        compare: ``compare(stored, config)``: the differences that make them two runs;
+            default: :func:`config_differences` with ``defaults``.
 
     Returns:
         Where the previous run was moved (``overwrite``), or None.
@@ -168,7 +173,10 @@ def claim(
     stored = stored_config(folder)
     if stored is None:
         return None
-    diffs = config_differences(stored, config, defaults)
+    if compare is None:
+        diffs = config_differences(stored, config, defaults)
+    else:
+        diffs = compare(stored, config)
     if diffs:
         raise ConfigMismatchError(
             f"results folder {folder} holds a run of another configuration "

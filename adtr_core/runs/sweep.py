@@ -33,7 +33,7 @@ import pandas as pd
 
 from adtr_core import paths
 from adtr_core.io import read_json
-from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.config import ExperimentConfig, config_changes
 from adtr_core.runs.experiment import resolve_config, run_experiment
 from adtr_core.runs.results import RunResult, load_result
 
@@ -115,13 +115,10 @@ def is_finished(cfg: ExperimentConfig, out_dir: str | Path) -> bool:
     config_file = out / "config.json"
     if not config_file.is_file():
         return False
-    stored = read_json(config_file)
-    if stored != cfg.to_dict():
-        diff = sorted(
-            k for k in set(stored) | set(cfg.to_dict()) if stored.get(k) != cfg.to_dict().get(k)
-        )
+    diff = config_changes(read_json(config_file), cfg.to_dict())
+    if diff:
         raise ValueError(
-            f"results folder {out} holds another config (differs in: {', '.join(diff)}); "
+            f"results folder {out} holds another config (differs in: {'; '.join(diff)}); "
             "delete the folder or choose another runs_dir"
         )
     return (out / "metrics.json").is_file()
