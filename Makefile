@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= quick
 NOTEBOOK ?=
 # Sweeps inside the notebooks run as Ray tasks of one CPU each, so that the runs of every notebook
-# share the cores (13.5-14.6 min for make figures on 2 cores, 16.6 with local); EXECUTOR=local: in-kernel.
+# share the cores (13.5-14.9 min for make figures on 2 cores, 16.6 with local); EXECUTOR=local: in-kernel.
 EXECUTOR ?= ray
 JOBS ?= auto
 # The package's Jupyter kernel "adtr" (every notebook names it), registered inside the venv
