@@ -3,7 +3,8 @@
 This is the only place where the stages meet (STYLE.md, rule 2): ``data`` gives
 images (``data.sources`` says which), ``backbone`` turns them into features (computed
 once and cached by ``features``), a reconstruction network from the ``reconstructors``
-registry is trained by the one ``train.Trainer`` with a loss from ``losses``, and
+registry is trained by the one ``train.Trainer`` with a loss from ``losses`` (its input
+jittered, :func:`jitter`; the target the clean features), and
 ``scoring`` plus ``metrics`` evaluate it. The peers (PaDiM, PatchCore of ``peers``) are
 fitted instead of trained, into the same results folder (:func:`run_peer`). A saved run
 is rebuilt and re-evaluated by :mod:`adtr_core.runs.saved_runs`.
@@ -20,7 +21,8 @@ A results folder is named after its config and holds::
 
 Re-running the same config resumes from ``checkpoint.pt``; a finished run is
 re-evaluated from its checkpoint without training again. A different config in the same
-folder is refused (:mod:`adtr_core.runs.results_folder`). Every value of a config is checked
+folder is refused (:mod:`adtr_core.runs.results_folder`; configs are compared as runs, by
+:func:`~adtr_core.runs.config.config_changes`). Every value of a config is checked
 against its field's type and range when it is built (:meth:`ExperimentConfig.check_values`).
 """
 
