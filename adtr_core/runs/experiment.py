@@ -58,7 +58,7 @@ from adtr_core.method.metrics import compute_metrics
 from adtr_core.method.reconstructors import build_reconstructor
 from adtr_core.runs import results_folder
 from adtr_core.runs.checkpoints import RUN_FIX, checkpoint_file, load_checkpoint
-from adtr_core.runs.config import DEFAULTS, ExperimentConfig, config_changes
+from adtr_core.runs.config import ExperimentConfig, config_changes
 from adtr_core.runs.device import resolve_device
 from adtr_core.runs.evaluation import (
     SelfCheckWarning,
@@ -276,9 +276,7 @@ def _in_results_folder(cfg, out_dir, overwrite, progress, threads, work) -> RunR
     ensure_dir(out, "results folder")  # config.json comes last: it marks the run finished
     try:
         with results_folder.folder_lock(out):
-            moved = results_folder.claim(
-                out, cfg.to_dict(), DEFAULTS, overwrite=overwrite, compare=config_changes
-            )
+            moved = results_folder.claim(out, cfg.to_dict(), config_changes, overwrite=overwrite)
             if moved is not None:
                 warnings.warn(f"the previous run in {out} was moved to {moved}", stacklevel=3)
             return work(cfg, out, progress, start, threads)

@@ -138,9 +138,8 @@ def is_run_folder(folder: str | os.PathLike) -> bool:
 def claim(
     folder: str | os.PathLike,
     config: Mapping[str, Any],
-    defaults: Mapping[str, Any],
+    compare: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]],
     overwrite: bool = False,
-    compare: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]] | None = None,
 ) -> Path | None:
     """Make sure ``folder`` (already locked) may hold a run of ``config``.
 
@@ -148,8 +147,9 @@ def claim(
     other files (a user's folder given as ``--out``) is refused, ``overwrite`` or not.
 
     Args:
-        compare: ``compare(stored, config)``: the differences that make them two runs;
-            default: :func:`config_differences` with ``defaults``.
+        compare: ``compare(stored, config)``: the differences that make them two runs
+            (:func:`adtr_core.runs.config.config_changes`; :func:`config_differences`
+            compares plain values).
 
     Returns:
         Where the previous run was moved (``overwrite``), or None.
@@ -173,10 +173,7 @@ def claim(
     stored = stored_config(folder)
     if stored is None:
         return None
-    if compare is None:
-        diffs = config_differences(stored, config, defaults)
-    else:
-        diffs = compare(stored, config)
+    diffs = compare(stored, config)
     if diffs:
         raise ConfigMismatchError(
             f"results folder {folder} holds a run of another configuration "
