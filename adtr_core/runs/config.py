@@ -170,9 +170,10 @@ STORED_BEFORE: dict[str, Any] = {
 }
 """Fields added after runs were written, with the value those runs were trained with."""
 
-NAMED_WHEN_SET: dict[str, Any] = {"feature_jitter": 0.0}
-"""Fields that enter a results folder's name only when they differ from this value, and never
-for a fitted peer (PaDiM, PatchCore), which does not train."""
+NAMED_WHEN_SET = ("feature_jitter",)
+"""Fields of :data:`STORED_BEFORE` that enter a results folder's name only when they differ
+from their value there (so runs stored before them keep their names), and never for a fitted
+peer (PaDiM, PatchCore), which does not train."""
 
 
 @dataclass
@@ -427,8 +428,8 @@ class ExperimentConfig:
                 del values[name]
         # fields added later leave the names of the runs without them as they were; training
         # fields say nothing of a fitted peer
-        for name, off in NAMED_WHEN_SET.items():
-            if values[name] == off or self.model in PEER_MODELS:
+        for name in NAMED_WHEN_SET:
+            if values[name] == STORED_BEFORE[name] or self.model in PEER_MODELS:
                 del values[name]
         return values
 
