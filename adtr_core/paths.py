@@ -11,7 +11,7 @@ environment variable.
 | caches (demo data, backbone features) | ``<root>/.cache/adtr`` | ``ADTR_CACHE`` |
 | run results | ``<root>/runs`` | ``ADTR_RUNS`` |
 | outputs of notebooks run by hand | ``<root>/scratch`` | ``ADTR_SCRATCH`` |
-| MVTec AD root | the embedded copy, ``<root>/data/mvtec_ad`` (``bottle`` only) | ``MVTEC_ROOT`` |
+| MVTec AD root | the embedded copy, ``<root>/data/mvtec_ad`` (``bottle``, and the ``screw`` split) | ``MVTEC_ROOT`` |
 | CIFAR root (holds ``cifar-10-batches-py/``) | none | ``CIFAR_ROOT`` |
 """
 
@@ -73,7 +73,7 @@ def mvtec_root() -> Path | None:
 
 
 def embedded_mvtec_root() -> Path:
-    """The MVTec AD copy that ships with the repository: the whole ``bottle`` category.
+    """The MVTec AD copy that ships with the repository: ``bottle``, and a ``screw`` split.
 
     It is MVTec's data under CC BY-NC-SA 4.0 (``data/mvtec_ad/license.txt``), resized to
     256x256, and not part of the installed Python package.

@@ -1,4 +1,5 @@
-"""The development categories: bottle moved at random (image and mask alike), and bottle small."""
+"""The development categories: bottle moved at random (image and mask alike), bottle small, and
+the embedded screw split (image labels only)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from adtr_core.data import development, open_dataset
 from adtr_core.data.errors import DatasetError
 
 BOTTLE = paths.embedded_mvtec_root() / "bottle"
+SCREW = paths.embedded_mvtec_root() / "screw"
 
 pytestmark = pytest.mark.skipif(not BOTTLE.is_dir(), reason="the embedded bottle is missing")
 
@@ -34,7 +36,13 @@ def small_bottle(tmp_path, monkeypatch):
                 (src / "ground_truth" / folder.name).mkdir(parents=True, exist_ok=True)
                 mask = masks / f"{p.stem}_mask.png"
                 shutil.copy(mask, src / "ground_truth" / folder.name / mask.name)
-    monkeypatch.setattr(development, "_source", lambda: src)
+    screw = tmp_path / "screw"  # a few images of each of the split's folders
+    for folder in ("train/good", "test/good", "test/defect"):
+        (screw / folder).mkdir(parents=True)
+        for p in sorted((SCREW / folder).iterdir())[:3]:
+            shutil.copy(p, screw / folder / p.name)
+    sources = {"bottle": src, "screw": screw}
+    monkeypatch.setattr(development, "_source", lambda category="bottle": sources[category])
     return src
 
 
@@ -112,3 +120,18 @@ def test_a_foreign_folder_is_not_replaced(small_bottle, tmp_path):
     with pytest.raises(DatasetError, match="not an"):
         development.build_development(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_screw_is_the_embedded_split_with_image_labels_only(small_bottle, tmp_path):
+    root = development.ensure_development(tmp_path / "dev")
+    test = open_dataset(
+        "dev", root=root, category="screw", split="test", image_size=64, require_masks="folders"
+    )
+    assert not test.has_masks  # no ground_truth/: image AUROC only
+    items = [test[i] for i in range(len(test))]
+    assert sorted(it["label"] for it in items) == [0, 0, 0, 1, 1, 1]
+    assert {it["defect"] for it in items} == {"good", "defect"}
+    train = open_dataset("dev", root=root, category="screw", split="train", image_size=64)
+    assert len(train) == 3
+    source = sorted((small_bottle.parent / "screw" / "train/good").iterdir())
+    assert np.array_equal(_array(root / "screw/train/good" / source[0].name), _array(source[0]))

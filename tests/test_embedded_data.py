@@ -36,8 +36,9 @@ def test_auto_is_the_embedded_bottle_category(no_mvtec_root):
     assert cfg.data == "mvtec" and cfg.data_root is None and resolve_category(cfg) == "bottle"
     source, root, note = resolve_data_source("auto")
     assert (source, root) == ("mvtec", None) and "embedded" in note and "bottle" in note
-    assert list_categories("mvtec") == ["bottle"]
-    # tables over every category: the real bottle first, then the unaligned demo textures
+    assert list_categories("mvtec") == ["bottle", "screw"]
+    # tables over every category: the real bottle first, then the unaligned demo textures; the
+    # screw split (image labels only) is reached by name, not in make figures' tables
     assert [s for s, _, _ in resolve_data_sources("auto")] == ["mvtec", "demo"]
     configs, note = reporting.table_configs("auto", image_size=64)
     assert [(c.data, c.category) for c in configs] == [
@@ -48,8 +49,26 @@ def test_auto_is_the_embedded_bottle_category(no_mvtec_root):
     ]
     assert reporting.category_kinds(configs)["bottle"].startswith("real")
     assert reporting.category_kinds(configs)["grass"].startswith("synthetic")
-    with pytest.raises(ValueError, match="unknown category 'cable'.*bottle, brick"):
+    with pytest.raises(ValueError, match="unknown category 'cable'.*bottle, screw, brick"):
         reporting.table_configs("auto", ["cable"])
+    (screw,), _ = reporting.table_configs("auto", ["screw"], image_size=64)
+    assert (screw.data, screw.category) == ("mvtec", "screw")
+
+
+def test_the_screw_split_ships_with_image_labels_and_its_licence():
+    root = paths.embedded_mvtec_root()
+    screw = root / "screw"
+    counts = {
+        f: len(list((screw / f).glob("*.png"))) for f in ("train/good", "test/good", "test/defect")
+    }
+    assert counts == {"train/good": 320, "test/good": 20, "test/defect": 60}
+    assert not (screw / "ground_truth").exists()
+    for name in ("license.txt", "readme.txt", "SOURCE.md"):
+        assert (root / name).is_file()
+    assert (
+        "screw" in (root / "SOURCE.md").read_text()
+        and "CC BY-NC-SA 4.0" in (root / "SOURCE.md").read_text()
+    )
 
 
 def test_mvtec_root_replaces_the_embedded_copy(monkeypatch, tmp_path):

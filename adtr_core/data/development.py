@@ -15,10 +15,12 @@ on them (by validation data only) and checked against real categories kept elsew
   still holds.
 * ``bottle-small``: 48 of bottle's 209 training images (a seeded choice) and the whole test
   set, unchanged.
+* ``screw``: the embedded MVTec AD ``screw`` split as it is (320 training images, 20 good and
+  60 defective test images, image labels only): a real unaligned object with small defects.
 
 The demo textures (:mod:`adtr_core.data.demo`) are the third kind of development data.
 Like the demo, the build goes to a temporary sibling and is moved into place, is reused
-while its marker (seed and format) matches, and needs only the embedded bottle category.
+while its marker (seed and format) matches, and needs only the embedded categories.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from adtr_core import paths
 from adtr_core.data.base import IMAGE_EXTENSIONS
 from adtr_core.data.errors import DatasetError
 
-DEVELOPMENT_CATEGORIES = ("bottle-unaligned", "bottle-small")
+DEVELOPMENT_CATEGORIES = ("bottle-unaligned", "bottle-small", "screw")
+REAL_DEVELOPMENT = ("screw",)  # embedded real categories, copied as they are
 MARKER = ".adtr_development.json"
 FORMAT_VERSION = 1
 SMALL_TRAIN = 48  # training images of bottle-small
@@ -49,12 +52,12 @@ def development_root() -> Path:
     return paths.cache_dir() / "development"
 
 
-def _source() -> Path:
-    src = paths.embedded_mvtec_root() / "bottle"
+def _source(category: str = "bottle") -> Path:
+    src = paths.embedded_mvtec_root() / category
     if not (src / "train" / "good").is_dir():
         raise DatasetError(
-            f"the development categories are built from the embedded bottle category, which is "
-            f"missing ({src}); restore data/mvtec_ad/ from the repository"
+            f"the development categories are built from the embedded {category} category, "
+            f"which is missing ({src}); restore data/mvtec_ad/ from the repository"
         )
     return src
 
@@ -151,7 +154,7 @@ def _read_marker(root: Path) -> dict | None:
 
 
 def build_development(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write ``bottle-unaligned`` and ``bottle-small`` into ``out_dir`` (MVTec layout).
+    """Write ``bottle-unaligned``, ``bottle-small`` and ``screw`` into ``out_dir`` (MVTec layout).
 
     Same seed, same bytes. ``out_dir`` is replaced only when absent, empty or an earlier
     build; the build goes to a temporary sibling first.
@@ -163,15 +166,19 @@ def build_development(out_dir: str | os.PathLike, seed: int = 0) -> Path:
             "another folder or remove it first"
         )
     src = _source()
+    real = {name: _source(name) for name in REAL_DEVELOPMENT}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     try:
         _build_unaligned(src, tmp / "bottle-unaligned", seed)
         _build_small(src, tmp / "bottle-small", seed)
+        for name, folder in real.items():
+            shutil.copytree(folder, tmp / name)
         (tmp / "README.txt").write_text(
             "Development categories derived from the embedded MVTec AD bottle category\n"
             "(CC BY-NC-SA 4.0) by adtr_core.data.development: bottle-unaligned (every image and\n"
-            "mask moved by a seeded random rigid transform) and bottle-small (48 training images).\n"
+            "mask moved by a seeded random rigid transform) and bottle-small (48 training images);\n"
+            "screw is the embedded MVTec AD screw split, copied as it is (image labels only).\n"
         )
         (tmp / MARKER).write_text(json.dumps(_marker(seed), indent=2, sort_keys=True) + "\n")
         old = None

@@ -54,7 +54,9 @@ def table_configs(
     Args:
         data: ``"auto"`` or one data source.
         categories: the categories to run, in table order, each taken from the first source
-            that has it; None: every category of every source.
+            that has it; None: every category of every source
+            (:func:`~adtr_core.data.sources.table_categories`: the embedded screw split is
+            reached by name only).
         **settings: :class:`ExperimentConfig` overrides, equal for all categories.
 
     Returns:
@@ -63,11 +65,12 @@ def table_configs(
     Raises:
         ValueError: a category that no source has (the message lists the ones there are).
     """
-    from adtr_core.data.sources import list_categories, resolve_data_sources
+    from adtr_core.data.sources import list_categories, resolve_data_sources, table_categories
 
     sources = resolve_data_sources(data)
     available = [(s, root, list_categories(s, root)) for s, root, _ in sources]
-    wanted = list(categories) if categories is not None else [c for *_, cs in available for c in cs]
+    every = [c for s, root, _ in sources for c in table_categories(s, root)]
+    wanted = list(categories) if categories is not None else every
     configs = []
     for category in wanted:
         found = next(((s, root) for s, root, cs in available if str(category) in cs), None)
