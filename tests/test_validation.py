@@ -197,3 +197,33 @@ def test_milestones_below_one_are_fractions_of_the_budget():
     assert cfg.epoch_budget(40) == (200, (160,))
     assert ExperimentConfig(epochs=500, lr_milestones=[0.8]).epoch_budget(10) == (500, (400,))
     assert ExperimentConfig(epochs=500, lr_milestones=[400]).epoch_budget(10) == (500, (400,))
+
+
+def test_the_small_kind_is_a_small_region_on_the_images_structure():
+    from adtr_core.data.distorted import SmallDefectDataset, structure_point
+
+    image = torch.full((3, 128, 128), 0.5)
+    image[:, 40:88, 60:68] = 0.1  # a dark bar on a plain background: the only structure
+    rng = np.random.default_rng(0)
+    points = [structure_point(image, rng) for _ in range(50)]
+    assert all(30 <= r <= 97 and 50 <= c <= 77 for r, c in points)  # on or beside the bar
+
+    class One(torch.utils.data.Dataset):
+        image_size, has_masks = 128, True
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"image": image, "mask": torch.zeros(1, 128, 128), "label": 0, "path": "bar"}
+
+    small = SmallDefectDataset(One(), seed=3)
+    changed = 0
+    for i in range(len(small)):
+        item = small[i]
+        rows, cols = torch.nonzero(item["mask"][0], as_tuple=True)
+        assert item["defect"] == "small" and 0 < len(rows) <= (0.1 * 128) ** 2
+        assert 24 <= rows.float().mean() <= 104 and 44 <= cols.float().mean() <= 84
+        changed += int((item["image"] - image).abs().max() > 0.05)
+    assert changed >= 3  # the bar's edges are bent (a region inside the flat bar may not show)
+    assert ExperimentConfig(val_kinds=("confetti", "small")).val_kinds == ("confetti", "small")

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from adtr_core.data.confetti import ConfettiDataset
-from adtr_core.data.distorted import DistortedRegionDataset
+from adtr_core.data.distorted import DistortedRegionDataset, SmallDefectDataset
 from adtr_core.data.pasted import PastedPatchDataset
 
 VALIDATION_KINDS = ("confetti", "pasted", "distorted")
+ALL_VALIDATION_KINDS = (*VALIDATION_KINDS, "small")  # small: adtr_core.data.distorted
 MIN_HELD_OUT = 8  # fewer held-out images make the validation AUROC too coarse to compare
 MIN_TRAIN = 8  # images left for training when a split is made
 
@@ -77,6 +78,7 @@ def anomalous_copies(
         "confetti": lambda: ConfettiDataset(held_out, seed=int(seed) + 101),
         "pasted": lambda: PastedPatchDataset(held_out, seed=int(seed) + 102),
         "distorted": lambda: DistortedRegionDataset(held_out, seed=int(seed) + 103),
+        "small": lambda: SmallDefectDataset(held_out, seed=int(seed) + 104),
     }
     unknown = sorted(set(kinds) - set(makers))
     if unknown:

@@ -32,7 +32,7 @@ from adtr_core.data.sources import (
     FOLDER_FIELDS,
     ONE_CLASS_SOURCES,
 )
-from adtr_core.data.validation import VALIDATION_KINDS
+from adtr_core.data.validation import ALL_VALIDATION_KINDS, VALIDATION_KINDS
 from adtr_core.method.model import CROSS_QK_INITS, POSITION_EMBEDDINGS
 from adtr_core.method.reconstructors import RECONSTRUCTORS
 from adtr_core.runs import schema as s
@@ -71,8 +71,8 @@ _MILESTONES = s.items(
     "below 1, e.g. [0.8]",
 )
 _VAL_KINDS = s.items(
-    s.choice(*VALIDATION_KINDS),
-    f"a non-empty list of distinct kinds from {', '.join(VALIDATION_KINDS)}",
+    s.choice(*ALL_VALIDATION_KINDS),
+    f"a non-empty list of distinct kinds from {', '.join(ALL_VALIDATION_KINDS)}",
     nonempty=True,
     test=lambda v: len(set(v)) == len(v),
 )
