@@ -57,9 +57,9 @@ def test_sweep_trains_once_then_loads(tiny_config, tmp_path, monkeypatch):
     calls = []
     real = sweep.run_experiment
 
-    def counting(cfg, out_dir=None, progress=True):
+    def counting(cfg, out_dir=None, progress=True, test=True):
         calls.append(cfg.run_name())
-        return real(cfg, out_dir=out_dir, progress=progress)
+        return real(cfg, out_dir=out_dir, progress=progress, test=test)
 
     monkeypatch.setattr(sweep, "run_experiment", counting)
     cfgs = [tiny_config, tiny_config]  # equal configs run once
@@ -164,7 +164,7 @@ def test_ray_dispatch_runs_every_pending_config_and_names_failures(tmp_path, mon
     monkeypatch.setenv("ADTR_CACHE", str(tmp_path / "cache"))
     seen = []
 
-    def fake_run(cfg, out_dir=None, progress=True):
+    def fake_run(cfg, out_dir=None, progress=True, test=True):
         import os
 
         seen.append((cfg.category, os.environ["ADTR_CACHE"]))

@@ -29,6 +29,7 @@ against its field's type and range when it is built (:meth:`ExperimentConfig.che
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import time
@@ -76,7 +77,8 @@ from adtr_core.runs.results import RunResult, write_results
 from adtr_core.runs.threads import ThreadRule, fit_threads, run_threads
 from adtr_core.runs.train import Trainer
 
-MIN_PEER_IMAGES = 2  # PaDiM's covariance and PatchCore's memory bank need more than one
+MIN_PEER_IMAGES = 2
+UNTESTED = "test_set"  # the metrics.json key of a validation-only run (no test image scored)  # PaDiM's covariance and PatchCore's memory bank need more than one
 
 
 # --------------------------------------------------------------------------- data
@@ -211,6 +213,7 @@ def run_experiment(
     progress: bool = True,
     overwrite: bool = False,
     threads: int | str | None = None,
+    test: bool = True,
 ) -> RunResult:
     """Train (or resume) and evaluate one configuration; write its results folder.
 
@@ -239,8 +242,16 @@ def run_experiment(
         OutputError: ``out_dir`` cannot be created or written.
     """
     if cfg.model in PEER_MODELS:  # PaDiM / PatchCore: fitted, not trained
+        if not test:
+            raise ValueError(
+                f"{PEER_LABELS[cfg.model]} has no validation-only run: it is fitted, not trained, "
+                "and nothing of it is chosen by validation; run it with test=True"
+            )
         return run_peer(cfg, out_dir, progress, threads, overwrite=overwrite)
-    return _in_results_folder(cfg, out_dir, overwrite, progress, threads, _train_and_evaluate)
+    work = functools.partial(
+        _train_and_evaluate, test=test
+    )  # no frame: warnings point at the caller
+    return _in_results_folder(cfg, out_dir, overwrite, progress, threads, work)
 
 
 def resolve_config(
@@ -286,7 +297,12 @@ def _in_results_folder(cfg, out_dir, overwrite, progress, threads, work) -> RunR
 
 
 def _train_and_evaluate(
-    cfg: ExperimentConfig, out: Path, progress: bool, start: float, threads: int | str | None
+    cfg: ExperimentConfig,
+    out: Path,
+    progress: bool,
+    start: float,
+    threads: int | str | None,
+    test: bool = True,
 ):
     category = cfg.category
     thread_rule = ThreadRule(cfg.threads)  # resolved: a count, or "auto"
@@ -294,8 +310,9 @@ def _train_and_evaluate(
     device = resolve_device(cfg.device)
     dtype = autocast_dtype(cfg.precision, device)
     backbone = build_feature_extractor(cfg).to(device)
-    train_ds, test_ds = open_split(cfg, "train"), open_split(cfg, "test")
-    check_fits(cfg, len(train_ds) + len(test_ds), str(device))
+    train_ds = open_split(cfg, "train")
+    test_ds = open_split(cfg, "test") if test else None  # a validation-only run reads no test image
+    check_fits(cfg, len(train_ds) + (len(test_ds) if test_ds is not None else 0), str(device))
     extract = dict(device=device, progress=progress, precision=cfg.precision)
     split = holdout(len(train_ds), cfg.val_fraction, cfg.seed)
     all_train_f = extract_features(backbone, train_ds, **extract)
@@ -305,7 +322,12 @@ def _train_and_evaluate(
     )
     if split.held_out:
         train_ds = Subset(train_ds, split.train)  # what ADTR+'s confetti is made from
-    test_f = extract_features(backbone, test_ds, **extract)
+    if not test and val is None:
+        raise ValueError(
+            f"a validation-only run needs a validation split, but val_fraction="
+            f"{cfg.val_fraction} holds none out of {len(all_train_f)} training images"
+        )
+    test_f = extract_features(backbone, test_ds, **extract) if test_ds is not None else None
     if cfg.loss == "norm":
         train_data = _features_dataset(train_f, labels=[0])
     else:
@@ -323,6 +345,7 @@ def _train_and_evaluate(
         init_output_bias(model, train_f.features)
     scoring = scoring_config(cfg)
     val_every, test_every = cfg.cadence(len(train_data))
+    test_every = test_every if test_f is not None else 0
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
         # called on the finer of the two cadences and after the last epoch; each part keeps its own
@@ -351,7 +374,10 @@ def _train_and_evaluate(
         thread_rule=thread_rule,
     )
     history = pd.DataFrame(trainer.fit())
-    metrics, scores, maps = evaluate_features(model, test_f, scoring, dtype)
+    if test_f is not None:
+        metrics, scores, maps = evaluate_features(model, test_f, scoring, dtype)
+    else:
+        metrics, scores, maps = {}, None, None
     if val is not None:
         metrics.update(validation_auroc(model, val, scoring, dtype))
         metrics["num_val"] = len(split.held_out)
@@ -366,9 +392,11 @@ def _train_and_evaluate(
         precision=precision_name(cfg.precision, device),
         category=category,
         num_train=len(train_f),
-        num_test=len(test_f),
-        num_test_anomalous=int(test_f.labels.sum()),
     )
+    if test_f is not None:
+        metrics.update(num_test=len(test_f), num_test_anomalous=int(test_f.labels.sum()))
+    else:
+        metrics[UNTESTED] = "not scored: a validation-only run (run it with test=True to score it)"
     wall = time.perf_counter() - start
     metrics["wall_s"] = round(wall, 2)
     write_results(out, cfg, metrics, history, scores, maps)

@@ -32,19 +32,29 @@ class RunResult:
     config: ExperimentConfig
     metrics: dict[str, float]
     history: pd.DataFrame
-    scores: pd.DataFrame
+    scores: pd.DataFrame | None  # None: a validation-only run (no test image scored)
     score_maps: np.ndarray | None = None  # (N, S, S) float16, when the data has masks
     wall_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def write_results(
-    out: Path, cfg: ExperimentConfig, metrics, history: pd.DataFrame, scores: pd.DataFrame, maps
+    out: Path,
+    cfg: ExperimentConfig,
+    metrics,
+    history: pd.DataFrame,
+    scores: pd.DataFrame | None,
+    maps,
 ) -> None:
+    """Write a finished run; ``scores`` None (a validation-only run) writes no ``scores.csv``
+    and removes one an earlier evaluation left."""
     with atomic_path(out / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
-    with atomic_path(out / "scores.csv") as tmp:
-        scores.to_csv(tmp, index=False)
+    if scores is not None:
+        with atomic_path(out / "scores.csv") as tmp:
+            scores.to_csv(tmp, index=False)
+    else:
+        (out / "scores.csv").unlink(missing_ok=True)
     if maps is not None:
         with atomic_path(out / "score_maps.npz") as tmp:
             np.savez_compressed(tmp, maps=maps)
@@ -98,7 +108,7 @@ def load_result(out_dir: str | Path) -> RunResult:
         config=ExperimentConfig.from_stored(read_json(out / "config.json")),
         metrics=metrics_from_json(read_json(out / "metrics.json")),
         history=pd.read_csv(out / "history.csv"),
-        scores=pd.read_csv(out / "scores.csv"),
+        scores=pd.read_csv(out / "scores.csv") if (out / "scores.csv").is_file() else None,
         score_maps=np.load(maps_file)["maps"] if maps_file.is_file() else None,
         wall_s=float(read_json(out / "metrics.json").get("wall_s", 0.0)),
     )

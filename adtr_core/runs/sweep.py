@@ -34,7 +34,7 @@ import pandas as pd
 from adtr_core import paths
 from adtr_core.io import read_json
 from adtr_core.runs.config import ExperimentConfig, config_changes
-from adtr_core.runs.experiment import resolve_config, run_experiment
+from adtr_core.runs.experiment import UNTESTED, resolve_config, run_experiment
 from adtr_core.runs.results import RunResult, load_result
 
 EXECUTORS = ("local", "ray")
@@ -102,7 +102,7 @@ def run_dir(cfg: ExperimentConfig, runs_dir: str | Path | None = None) -> Path:
 
 
 def is_finished(cfg: ExperimentConfig, out_dir: str | Path) -> bool:
-    """Whether ``out_dir`` holds a finished run of exactly ``cfg``.
+    """Whether ``out_dir`` holds a finished, tested run of exactly ``cfg``.
 
     Args:
         cfg: a resolved config (see :func:`resolve_config`).
@@ -121,7 +121,10 @@ def is_finished(cfg: ExperimentConfig, out_dir: str | Path) -> bool:
             f"results folder {out} holds another config (differs in: {'; '.join(diff)}); "
             "delete the folder or choose another runs_dir"
         )
-    return (out / "metrics.json").is_file()
+    metrics = out / "metrics.json"
+    # a validation-only run (adtr_core.runs.selection) is trained but not tested: running it
+    # again scores its checkpoint on the test set, without training
+    return metrics.is_file() and UNTESTED not in read_json(metrics)
 
 
 # --------------------------------------------------------------------------- running
@@ -134,6 +137,7 @@ def run_sweep(
     runs_dir: str | Path | None = None,
     progress: bool = False,
     num_cpus: int | None = None,
+    test: bool = True,
 ) -> list[RunResult]:
     """Run (or load) every config; finished runs are loaded, unfinished ones resume.
 
@@ -145,6 +149,9 @@ def run_sweep(
         runs_dir: parent of the results folders; default :func:`adtr_core.paths.runs_dir`.
         progress: print one line per run and show training progress bars.
         num_cpus: Ray only: CPUs of a local Ray instance (default: all of this machine's).
+        test: False: validation-only runs (``run_experiment(test=False)``, of
+            :mod:`adtr_core.runs.selection`): any finished run is loaded, tested or not; True:
+            a validation-only run found on disk is scored on the test set (not retrained).
 
     Returns:
         One :class:`RunResult` per config, in input order, each read back from its results
@@ -167,7 +174,7 @@ def run_sweep(
     for cfg, out in zip(resolved, folders):
         if out in pending or out in reused:
             continue
-        if is_finished(cfg, out):
+        if is_finished(cfg, out) or (not test and (out / "metrics.json").is_file()):
             reused.add(out)
         else:
             pending[out] = cfg
@@ -176,9 +183,9 @@ def run_sweep(
 
     if pending:
         if executor == "local":
-            _run_local(pending, progress)
+            _run_local(pending, progress, test)
         else:
-            _run_ray(pending, progress, address=address, num_cpus=num_cpus)
+            _run_ray(pending, progress, address=address, num_cpus=num_cpus, test=test)
 
     loaded = {out: load_result(out) for out in set(folders)}
     results = []
@@ -189,18 +196,21 @@ def run_sweep(
     return results
 
 
-def _run_local(pending: dict[Path, ExperimentConfig], progress: bool) -> None:
+def _run_local(pending: dict[Path, ExperimentConfig], progress: bool, test: bool = True) -> None:
     for i, (out, cfg) in enumerate(pending.items(), 1):
         start = time.perf_counter()
-        run_experiment(cfg, out_dir=out, progress=progress)
+        run_experiment(cfg, out_dir=out, progress=progress, test=test)
         if progress:
             print(f"  [{i}/{len(pending)}] {out.name}: {time.perf_counter() - start:.1f} s")
 
 
-def _run_task(cfg_dict: dict, out_dir: str, progress: bool, env: dict[str, str]) -> str:
+def _run_task(
+    cfg_dict: dict, out_dir: str, progress: bool, env: dict[str, str], test: bool = True
+) -> str:
     """Body of one Ray task: the same :func:`run_experiment` call as the local executor."""
     os.environ.update(env)
-    run_experiment(ExperimentConfig.from_dict(cfg_dict), out_dir=out_dir, progress=progress)
+    cfg = ExperimentConfig.from_dict(cfg_dict)
+    run_experiment(cfg, out_dir=out_dir, progress=progress, test=test)
     return out_dir
 
 
@@ -267,6 +277,7 @@ def _run_ray(
     progress: bool,
     address: str | None,
     num_cpus: int | None,
+    test: bool = True,
 ) -> None:
     import ray
 
@@ -275,7 +286,8 @@ def _run_ray(
     task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=0)(_run_task)
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     refs = {
-        task.remote(cfg.to_dict(), str(out), progress, env): out for out, cfg in pending.items()
+        task.remote(cfg.to_dict(), str(out), progress, env, test): out
+        for out, cfg in pending.items()
     }
     errors: list[tuple[Path, BaseException]] = []
     remaining = list(refs)
