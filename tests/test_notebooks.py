@@ -40,12 +40,13 @@ EXPECTED = (
     "07_one_class",
     "08_feature_tsne",
     "09_study",
+    "10_selection",
 )
 NOTEBOOKS = discover_notebooks() if paths.notebooks_dir().is_dir() else []
 IDS = [p.stem for p in NOTEBOOKS]
 
 
-def test_the_nine_notebooks_are_there():
+def test_the_ten_notebooks_are_there():
     assert [p.stem for p in NOTEBOOKS] == list(EXPECTED)
 
 

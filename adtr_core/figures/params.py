@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from adtr_core import paths
+from adtr_core.data.validation import ALL_VALIDATION_KINDS
 from adtr_core.method.reconstructors import RECONSTRUCTORS
 from adtr_core.runs import schema as s
 from adtr_core.runs.config import SCHEMA as RUN_SCHEMA
@@ -123,6 +124,16 @@ NOTEBOOK_SCHEMA = s.Schema(
         ),
         "peers": s.items(s.choice(*PEER_MODELS), f"a list among {', '.join(PEER_MODELS)}"),
         "test_every": s.integer(ge=0, words="an integer >= 0 (0: only at the end)"),
+        # --- 10 (choosing by validation) ---
+        "candidates": s.mapping("a mapping of candidate names to the settings each changes"),
+        "candidate_seeds": _SEEDS,
+        "baseline": s.text(words="the name of one candidate"),
+        "report": s.items(s.text(), "a non-empty list of candidate names", nonempty=True),
+        "validation_kinds": s.items(
+            s.choice(*ALL_VALIDATION_KINDS),
+            f"a non-empty list among {', '.join(ALL_VALIDATION_KINDS)}",
+            nonempty=True,
+        ),
         # --- 01 (the identical-mapping analysis) ---
         "K": s.integer(ge=1, words="a square number of tokens >= 1 (the 3x3 conv needs a grid)"),
         "C": _POS,

@@ -1,0 +1,85 @@
+"""Notebook 10's tables: a choice made on validation data, then the test scored once.
+
+:mod:`adtr_core.runs.selection` trains the candidates validation only and scores the reported
+ones on the test set afterwards; this module builds the study sets' configs and turns its
+two steps into the tables that notebook 10 saves (``10_selection_validation``, with no test
+column, and ``10_selection_final``).
+
+Example:
+    >>> from adtr_core.runs.profiles import profile_run
+    >>> sets = selection_sets(profile_run("quick", "train"), ["dev/screw"], ["confetti", "small"])
+    >>> sets[0].category, sets[0].val_kinds
+    ('screw', ('confetti', 'small'))
+
+See Also:
+    :mod:`adtr_core.figures.study` (notebook 09, the same sets at the shipped setting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from adtr_core.data.sources import resolve_data_source
+from adtr_core.figures.study import parse_set
+from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.selection import Selection
+
+
+def selection_sets(
+    run: Mapping[str, Any], study_sets: Sequence[str], val_kinds: Sequence[str]
+) -> list[ExperimentConfig]:
+    """One config per ``source/category`` study set: the run settings, validated on ``val_kinds``."""
+    configs = []
+    for text in study_sets:
+        source, category = parse_set(text)
+        resolved, root, _ = resolve_data_source(source)
+        values = {**run, "data": resolved, "data_root": root, "category": category}
+        configs.append(ExperimentConfig.from_dict({**values, "val_kinds": list(val_kinds)}))
+    return configs
+
+
+def _changes(changes: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "(the shipped setting)"
+
+
+def validation_table(
+    selection: Selection, candidates: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
+    """Per candidate, in percent: what it changes, its validation AUROC (mean over sets and
+    seeds, and per kind), the pairs against the baseline that rose and fell, the choice.
+
+    No column holds a test number: the table is made before any test image is scored.
+    """
+    table = selection.table
+    kinds = [c for c in table.columns if c.startswith("val_") and c != "val_auroc"]
+    per_kind = table.groupby("candidate", sort=False)[kinds].mean() * 100
+    summary = selection.summary
+    out = pd.DataFrame(
+        {
+            "changes": [_changes(candidates[name]) for name in summary.index],
+            "validation AUROC": (summary["val_auroc"] * 100).round(1).to_numpy(),
+        },
+        index=summary.index,
+    )
+    for kind in kinds:
+        out[kind.removeprefix("val_")] = per_kind[kind].round(1)
+    out["up / down vs baseline"] = [f"{u} / {d}" for u, d in zip(summary["up"], summary["down"])]
+    out["chosen"] = ["yes" if name == selection.chosen else "" for name in summary.index]
+    return out
+
+
+def final_table(final: pd.DataFrame) -> pd.DataFrame:
+    """The reported candidates' test image AUROC (percent), one column per seed, with the
+    validation AUROC beside it."""
+    rows = final.assign(image_auroc=final["image_auroc"] * 100, val_auroc=final["val_auroc"] * 100)
+    out = rows.pivot_table(
+        index=["candidate", "set"], columns="seed", values="image_auroc", sort=False
+    )
+    out.columns = [f"test image AUROC, seed {s}" for s in out.columns]
+    out["validation AUROC (mean)"] = rows.groupby(["candidate", "set"], sort=False)[
+        "val_auroc"
+    ].mean()
+    return out.round(1)
