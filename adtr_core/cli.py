@@ -136,9 +136,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         threads=args.threads,
+        test=not args.validation_only,
     )
     print(f"results: {result.out_dir}")
     _print_metrics(result.metrics)
+    if args.validation_only:
+        print(f"  val_auroc    {result.metrics['val_auroc']:.4f} (no test image read)")
     return 0
 
 
@@ -323,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="move a previous run in --out aside (to <out>.replaced-<time>/) and start afresh",
+    )
+    p.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="train and record the validation AUROC without reading a test image (choosing a "
+        "setting); the same command without it later scores the trained run on the test set",
     )
     p.set_defaults(func=cmd_train)
 

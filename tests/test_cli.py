@@ -61,6 +61,17 @@ def test_train_eval_predict_round_trip(tmp_path, capsys, demo_data):
     assert (pred / "scores.csv").is_file() and (pred / f"{images[0].stem}_overlay.png").is_file()
 
 
+def test_validation_only_then_the_test_once(tmp_path, capsys, demo_data):
+    run = tmp_path / "run"
+    argv = ["train", "--profile", "smoke", "--category", "brick", "--out", str(run), "--quiet"]
+    assert main([*argv, "--device", "cpu", *TINY_SET, "--validation-only"]) == 0
+    out = capsys.readouterr().out
+    assert "val_auroc" in out and "image_auroc" not in out
+    assert "image_auroc" not in json.loads((run / "metrics.json").read_text())
+    assert main([*argv, "--device", "cpu", *TINY_SET]) == 0  # scores the trained run
+    assert "image_auroc" in json.loads((run / "metrics.json").read_text())
+
+
 def test_bad_input_gets_one_clear_line(tmp_path, capsys):
     assert main(["train", "--profile", "smoke", "--set", "hiden_dim=3"]) == 2
     assert "unknown experiment parameter(s) hiden_dim" in capsys.readouterr().err
