@@ -102,6 +102,15 @@ def test_variants_and_overrides_by_name():
     assert adtr_config("quick", overrides={"image_size": 128}).image_size == 128
 
 
+def test_an_epoch_count_replaces_the_profiles_step_budget():
+    # the one budget rule of every entry point: epochs given by hand replace the quick steps
+    cfg = adtr_config("quick", overrides={"epochs": 50})
+    assert cfg.epochs == 50 and cfg.steps is None
+    assert adtr_config("quick").steps == 600
+    with pytest.raises(ValueError, match="two budgets"):
+        adtr_config("quick", overrides={"epochs": 50, "steps": 100})
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

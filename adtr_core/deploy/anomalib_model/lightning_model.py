@@ -43,7 +43,7 @@ from torchvision.transforms.v2 import Resize
 from adtr_core.figures.ablations import VARIANTS
 from adtr_core.method.losses import l_norm
 from adtr_core.runs.checkpoints import save_checkpoint
-from adtr_core.runs.config import ExperimentConfig
+from adtr_core.runs.config import ExperimentConfig, hand_budget
 from adtr_core.runs.device import epoch_seed, seed_everything
 from adtr_core.runs.experiment import init_output_bias
 from adtr_core.runs.profiles import PROFILES, profile_run
@@ -84,6 +84,7 @@ def adtr_config(
         )
     values = {**(profile_run(profile, "train") or {}), **VARIANTS[variant].changes}
     values.update(overrides or {})
+    hand_budget(dict(overrides or {}), values)  # epochs given replace the profile's steps
     cfg = ExperimentConfig.from_dict(values)
     if cfg.loss != "norm":
         raise ValueError(
