@@ -37,11 +37,13 @@ def test_a_study_logs_no_test_metric_until_the_final_evaluation(tiny_config, dem
         assert not _test_columns(metrics) and not _test_columns(history.columns)
         assert not (out / "scores.csv").exists() and "val_auroc" in metrics
         assert UNTESTED in metrics
+    trained_s = _stored(study.runs[("now", "demo/brick", 0)])[0]["wall_s"]
     final = final_evaluation(study, ["now"])
     assert list(final["candidate"]) == ["now"] and 0.0 <= final["image_auroc"][0] <= 1.0
     now = study.runs[("now", "demo/brick", 0)]
     metrics, _ = _stored(now)
     assert "image_auroc" in metrics and (now / "scores.csv").is_file() and UNTESTED not in metrics
+    assert metrics["wall_s"] >= trained_s  # the training's time is kept, the test's added
     assert metrics["val_auroc"] == pytest.approx(study.table["val_auroc"][0])  # same checkpoint
     other, _ = _stored(study.runs[("no jitter", "demo/brick", 0)])
     assert not _test_columns(other)  # the candidate not reported is never tested

@@ -36,6 +36,7 @@ from adtr_core.io import write_text
 DOCS_PAGES = {
     "results.md": "Results",
     "fidelity.md": "Fidelity beyond bottle",
+    "decisions.md": "Decisions and their evidence",
     "data.md": "Data and your own images",
     "cli.md": "Command line",
     "notebooks.md": "Notebooks and papermill",
