@@ -82,4 +82,4 @@ def final_table(final: pd.DataFrame) -> pd.DataFrame:
     out["validation AUROC (mean)"] = rows.groupby(["candidate", "set"], sort=False)[
         "val_auroc"
     ].mean()
-    return out.round(1)
+    return out.round(1).reset_index(level="set")
