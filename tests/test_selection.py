@@ -49,6 +49,14 @@ def test_a_study_logs_no_test_metric_until_the_final_evaluation(tiny_config, dem
     assert not _test_columns(other)  # the candidate not reported is never tested
 
 
+def test_a_tested_run_is_not_turned_into_a_validation_only_one(tiny_config, demo_data, tmp_path):
+    run_experiment(tiny_config, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="already scored on the test set"):
+        run_experiment(tiny_config, tmp_path / "run", progress=False, test=False)
+    metrics, _ = _stored(tmp_path / "run")
+    assert "image_auroc" in metrics and (tmp_path / "run" / "scores.csv").is_file()
+
+
 def test_a_validation_only_run_needs_a_validation_split(tiny_config, demo_data, tmp_path):
     cfg = dataclasses.replace(tiny_config, val_fraction=0.0)
     with pytest.raises(ValueError, match="validation-only run needs a validation split"):

@@ -77,8 +77,8 @@ from adtr_core.runs.results import RunResult, write_results
 from adtr_core.runs.threads import ThreadRule, fit_threads, run_threads
 from adtr_core.runs.train import Trainer
 
-MIN_PEER_IMAGES = 2
-UNTESTED = "test_set"  # the metrics.json key of a validation-only run (no test image scored)  # PaDiM's covariance and PatchCore's memory bank need more than one
+MIN_PEER_IMAGES = 2  # PaDiM's covariance and PatchCore's memory bank need more than one
+UNTESTED = "test_set"  # the metrics.json key of a validation-only run (no test image scored)
 
 
 # --------------------------------------------------------------------------- data
@@ -248,9 +248,8 @@ def run_experiment(
                 "and nothing of it is chosen by validation; run it with test=True"
             )
         return run_peer(cfg, out_dir, progress, threads, overwrite=overwrite)
-    work = functools.partial(
-        _train_and_evaluate, test=test
-    )  # no frame: warnings point at the caller
+    # a partial adds no frame, so the self-check's warning still points at the caller
+    work = functools.partial(_train_and_evaluate, test=test)
     return _in_results_folder(cfg, out_dir, overwrite, progress, threads, work)
 
 
@@ -305,6 +304,11 @@ def _train_and_evaluate(
     test: bool = True,
 ):
     category = cfg.category
+    if not test and (out / "metrics.json").is_file() and not _untested(out):
+        raise ValueError(
+            f"{out} holds a run already scored on the test set: a validation-only run there "
+            "would set its test results aside; give the validation-only run another folder"
+        )
     thread_rule = ThreadRule(cfg.threads)  # resolved: a count, or "auto"
     thread_rule.apply()
     device = resolve_device(cfg.device)
@@ -315,6 +319,11 @@ def _train_and_evaluate(
     check_fits(cfg, len(train_ds) + (len(test_ds) if test_ds is not None else 0), str(device))
     extract = dict(device=device, progress=progress, precision=cfg.precision)
     split = holdout(len(train_ds), cfg.val_fraction, cfg.seed)
+    if not test and not split.held_out:
+        raise ValueError(
+            f"a validation-only run needs a validation split, but val_fraction="
+            f"{cfg.val_fraction} holds none out of {len(train_ds)} training images"
+        )
     all_train_f = extract_features(backbone, train_ds, **extract)
     train_f = all_train_f.subset(split.train) if split.held_out else all_train_f
     val = validation_features(
@@ -322,11 +331,6 @@ def _train_and_evaluate(
     )
     if split.held_out:
         train_ds = Subset(train_ds, split.train)  # what ADTR+'s confetti is made from
-    if not test and val is None:
-        raise ValueError(
-            f"a validation-only run needs a validation split, but val_fraction="
-            f"{cfg.val_fraction} holds none out of {len(all_train_f)} training images"
-        )
     test_f = extract_features(backbone, test_ds, **extract) if test_ds is not None else None
     if cfg.loss == "norm":
         train_data = _features_dataset(train_f, labels=[0])
@@ -403,13 +407,18 @@ def _train_and_evaluate(
     return RunResult(out, cfg, metrics, history, scores, maps, wall_s=wall)
 
 
-def _untested_wall_s(out: Path) -> float:
-    """The wall time of the validation-only run that ``out`` holds (0 when it holds none)."""
+def _untested(out: Path) -> dict | None:
+    """The metrics of the validation-only run that ``out`` holds, or None."""
     try:
         stored = read_json(out / "metrics.json")
     except (OSError, ValueError):
-        return 0.0
-    return float(stored.get("wall_s", 0.0)) if UNTESTED in stored else 0.0
+        return None
+    return stored if UNTESTED in stored else None
+
+
+def _untested_wall_s(out: Path) -> float:
+    """The wall time of the validation-only run that ``out`` holds (0 when it holds none)."""
+    return float((_untested(out) or {}).get("wall_s", 0.0))
 
 
 def _gcd_every(val_every: int, eval_every: int) -> int:

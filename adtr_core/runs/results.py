@@ -46,15 +46,12 @@ def write_results(
     scores: pd.DataFrame | None,
     maps,
 ) -> None:
-    """Write a finished run; ``scores`` None (a validation-only run) writes no ``scores.csv``
-    and removes one an earlier evaluation left."""
+    """Write a finished run; ``scores`` None (a validation-only run) writes no ``scores.csv``."""
     with atomic_path(out / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
     if scores is not None:
         with atomic_path(out / "scores.csv") as tmp:
             scores.to_csv(tmp, index=False)
-    else:
-        (out / "scores.csv").unlink(missing_ok=True)
     if maps is not None:
         with atomic_path(out / "score_maps.npz") as tmp:
             np.savez_compressed(tmp, maps=maps)
