@@ -18,6 +18,7 @@ See Also:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -83,3 +84,63 @@ def final_table(final: pd.DataFrame) -> pd.DataFrame:
         "val_auroc"
     ].mean()
     return out.round(1).reset_index(level="set")
+
+
+def rescored_rows(selection: Selection, candidates: Sequence[str], seed: int) -> list[dict]:
+    """Rows for :func:`adtr_core.figures.plots.maps.score_map_grid` from reported candidates'
+    runs on a test set without masks, whose score maps a run does not store: the test images
+    that the first candidate scores highest and lowest, anomalous and normal
+    (:func:`~adtr_core.figures.plots.maps.pick_best_worst`), scored again from each run's
+    checkpoint (the maps its scores came from), the same images for every candidate.
+
+    Args:
+        selection: a study whose ``candidates`` were scored on the test set
+            (:func:`~adtr_core.runs.selection.final_evaluation`).
+        candidates: their names (repeats are dropped).
+        seed: the runs' seed (the first set's run of each is taken).
+
+    Raises:
+        ValueError: a candidate's run was not scored on the test set, or the test set changed
+            since.
+    """
+    import torch
+
+    from adtr_core.data.sources import open_split
+    from adtr_core.figures.plots.maps import pick_best_worst
+    from adtr_core.method.scoring import score
+    from adtr_core.runs.evaluation import scoring_config
+    from adtr_core.runs.results import load_result
+    from adtr_core.runs.saved_runs import load_run_model
+
+    rows: list[dict] = []
+    picks = None
+    for candidate in dict.fromkeys(candidates):
+        key = next((k for k in selection.runs if k[0] == candidate and k[2] == seed), None)
+        result = load_result(selection.runs[key]) if key is not None else None
+        if result is None or result.scores is None:
+            raise ValueError(
+                f"candidate {candidate!r} (seed {seed}) was not scored on the test set"
+            )
+        picks = picks if picks is not None else pick_best_worst(result.scores)
+        cfg, backbone, model = load_run_model(result.out_dir)
+        test = open_split(cfg, "test")
+        items = [test[pos] for pos, _ in picks]
+        scored = [Path(str(result.scores["path"].iloc[pos])).name for pos, _ in picks]
+        if [Path(it["path"]).name for it in items] != scored:
+            raise ValueError(f"the test set of {result.out_dir} changed since the run: rerun it")
+        with torch.no_grad():
+            f = backbone(torch.stack([it["image"] for it in items]))  # (B, C, h, w)
+            maps, scores = score(f, model(f), scoring_config(cfg))  # (B, S, S), (B,)
+        rows += [
+            {
+                "image": it["image"],
+                "mask": None,
+                "map": m.numpy(),
+                "label": f"{candidate}:\n{caption}",
+                "note": f"image score {float(v):.3g}",
+                "category": str(cfg.category),
+                "defect": str(it["defect"]),
+            }
+            for it, (_, caption), m, v in zip(items, picks, maps, scores)
+        ]
+    return rows
