@@ -48,7 +48,9 @@ def test_the_book_holds_every_page_notebook_and_table(tmp_path):
         and (pages / "index.md").read_text() == (ROOT / "README.md").read_text()
     )
     assert {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} <= set(nav)
-    executed = {f"figures/executed/{p.name}" for p in (FIGURES / "executed").glob("0*.ipynb")}
+    executed = {
+        f"figures/executed/{p.name}" for p in (FIGURES / "executed").glob("[0-9][0-9]_*.ipynb")
+    }
     assert executed and executed <= set(nav)
     assert all((pages / f).is_file() for f in nav)
     tables = (pages / book.TABLES_PAGE).read_text()
@@ -184,7 +186,7 @@ def test_every_page_of_the_book_renders_with_its_images_and_links(browser, site)
     built = {p.relative_to(site).as_posix() for p in site.rglob("*.html")} - {"404.html"}
     assert built - set(seen) == set(), "pages no link reaches"
     notebooks = [p for p in seen if p.startswith("figures/executed/")]
-    assert len(notebooks) == len(list((FIGURES / "executed").glob("0*.ipynb")))
+    assert len(notebooks) == len(list((FIGURES / "executed").glob("[0-9][0-9]_*.ipynb")))
     assert all(seen[p]["images"] >= 1 for p in notebooks), "a notebook page without figures"
     assert seen["index.html"]["images"] >= 1
 

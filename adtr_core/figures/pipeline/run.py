@@ -42,7 +42,7 @@ LARGE_NOTEBOOK_BYTES = 5_000_000  # warn when an executed notebook embeds more t
 # Named (`make figures NOTEBOOK=09`), they run; their earlier outputs stay in the manifest.
 OPTIONAL = {
     "09": "the fidelity study, 70 min on 2 cores at the quick profile: make figures NOTEBOOK=09",
-    "10": "choosing by validation on screw, 35 min on 2 cores: make figures NOTEBOOK=10",
+    "10": "choosing by validation on screw, 37 min on 2 cores: make figures NOTEBOOK=10",
 }
 
 
