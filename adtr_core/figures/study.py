@@ -20,6 +20,7 @@ from adtr_core.data.sources import resolve_data_source
 from adtr_core.runs.config import ExperimentConfig
 from adtr_core.runs.peers import PEER_LABELS, PEER_MODELS
 from adtr_core.runs.results import RunResult
+from adtr_core.runs.selection import set_name
 
 METRICS = ("image_auroc", "pixel_auroc", "val_auroc")
 MODEL_LABELS = {
@@ -75,11 +76,6 @@ def study_configs(
                 values.update(model=model, seed=seed, **extra)
                 configs.append(ExperimentConfig.from_dict(values))
     return configs
-
-
-def set_name(cfg: ExperimentConfig) -> str:
-    """The study set a config belongs to: ``source/category`` (the embedded MVTec AD as mvtec)."""
-    return f"{cfg.data}/{cfg.category}"
 
 
 def _steps_per_epoch(result: RunResult) -> int:

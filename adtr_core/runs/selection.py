@@ -59,7 +59,7 @@ class Selection:
 
 
 def set_name(cfg: ExperimentConfig) -> str:
-    """``<data>/<category>``, the name of a study set."""
+    """The study set a config belongs to: ``source/category`` (the embedded MVTec AD as mvtec)."""
     return f"{cfg.data}/{cfg.category}"
 
 
