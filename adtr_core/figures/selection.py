@@ -23,8 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from adtr_core.data.sources import resolve_data_source
-from adtr_core.figures.study import parse_set
+from adtr_core.figures.study import study_configs
 from adtr_core.runs.config import ExperimentConfig
 from adtr_core.runs.selection import Selection
 
@@ -32,14 +31,11 @@ from adtr_core.runs.selection import Selection
 def selection_sets(
     run: Mapping[str, Any], study_sets: Sequence[str], val_kinds: Sequence[str]
 ) -> list[ExperimentConfig]:
-    """One config per ``source/category`` study set: the run settings, validated on ``val_kinds``."""
-    configs = []
-    for text in study_sets:
-        source, category = parse_set(text)
-        resolved, root, _ = resolve_data_source(source)
-        values = {**run, "data": resolved, "data_root": root, "category": category}
-        configs.append(ExperimentConfig.from_dict({**values, "val_kinds": list(val_kinds)}))
-    return configs
+    """One ADTR config per ``source/category`` study set (:func:`study_configs`, the run
+    block's seed): the run settings, validated on ``val_kinds``."""
+    values = {**run, "val_kinds": list(val_kinds)}
+    seed = ExperimentConfig.from_dict(values).seed
+    return study_configs(values, study_sets, ["adtr"], [], [seed], 0)
 
 
 def _changes(changes: Mapping[str, Any]) -> str:

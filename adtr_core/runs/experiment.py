@@ -304,7 +304,8 @@ def _train_and_evaluate(
     test: bool = True,
 ):
     category = cfg.category
-    if not test and (out / "metrics.json").is_file() and not _untested(out):
+    untested = _untested(out)  # the validation-only run this folder holds, if any
+    if not test and untested is None and (out / "metrics.json").is_file():
         raise ValueError(
             f"{out} holds a run already scored on the test set: a validation-only run there "
             "would set its test results aside; give the validation-only run another folder"
@@ -401,7 +402,8 @@ def _train_and_evaluate(
         metrics.update(num_test=len(test_f), num_test_anomalous=int(test_f.labels.sum()))
     else:
         metrics[UNTESTED] = "not scored: a validation-only run (run it with test=True to score it)"
-    wall = time.perf_counter() - start + _untested_wall_s(out)  # training, then its test
+    wall = time.perf_counter() - start  # with a validation-only run's training time before it
+    wall += float((untested or {}).get("wall_s", 0.0))
     metrics["wall_s"] = round(wall, 2)
     write_results(out, cfg, metrics, history, scores, maps)
     return RunResult(out, cfg, metrics, history, scores, maps, wall_s=wall)
@@ -414,11 +416,6 @@ def _untested(out: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return stored if UNTESTED in stored else None
-
-
-def _untested_wall_s(out: Path) -> float:
-    """The wall time of the validation-only run that ``out`` holds (0 when it holds none)."""
-    return float((_untested(out) or {}).get("wall_s", 0.0))
 
 
 def _gcd_every(val_every: int, eval_every: int) -> int:
